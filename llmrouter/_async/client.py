@@ -1,0 +1,137 @@
+"""AsyncClient: the OpenAI SDK's call shape over a chain of backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from typing_extensions import Unpack
+
+from llmrouter._async.router import AsyncRouter
+from llmrouter._async.stream import AsyncStream
+from llmrouter._http import AsyncHTTPTransport
+from llmrouter._request import CreateParams, build_request
+from llmrouter.config import BackendSpec, resolve_chain
+from llmrouter.errors import ConfigError
+from llmrouter.types import ChatCompletion, ModelList
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncCompletions:
+    """``client.chat.completions``."""
+
+    def __init__(self, router: AsyncRouter) -> None:
+        self._router = router
+
+    @overload
+    async def create(
+        self,
+        *,
+        messages: Iterable[Any],
+        stream: Literal[False] = False,
+        **kwargs: Unpack[CreateParams],
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self, *, messages: Iterable[Any], stream: Literal[True], **kwargs: Unpack[CreateParams]
+    ) -> AsyncStream: ...
+
+    @overload
+    async def create(
+        self, *, messages: Iterable[Any], stream: bool, **kwargs: Unpack[CreateParams]
+    ) -> ChatCompletion | AsyncStream: ...
+
+    async def create(
+        self, *, messages: Iterable[Any], stream: bool = False, **kwargs: Unpack[CreateParams]
+    ) -> ChatCompletion | AsyncStream:
+        """Create a chat completion, as ``openai.AsyncOpenAI().chat.completions.create``.
+
+        Args:
+            messages: the conversation, as OpenAI message dicts.
+            stream: return an :class:`AsyncStream` of chunks instead of one response.
+            **kwargs: the OpenAI parameters (``model``, ``temperature``, ``max_tokens``, ``tools``,
+                ``response_format``, ...), plus ``extra_body`` (engine-specific fields),
+                ``extra_headers`` and ``timeout`` (total seconds, failover included).
+
+        Raises:
+            InvalidRequestError: the request is malformed (nothing was sent).
+            BackendError: the one backend failed (a subclass says how).
+            AllBackendsFailedError: every backend of a chain failed.
+        """
+        request = build_request(messages, stream, kwargs)
+        if stream:
+            return await self._router.stream(request)
+        return await self._router.chat(request)
+
+
+class AsyncChat:
+    """``client.chat``."""
+
+    def __init__(self, router: AsyncRouter) -> None:
+        self.completions = AsyncCompletions(router)
+
+
+class AsyncModels:
+    """``client.models``."""
+
+    def __init__(self, router: AsyncRouter) -> None:
+        self._router = router
+
+    async def list(self) -> ModelList:
+        """The models every reachable backend serves (``GET /v1/models``, merged)."""
+        return await self._router.list_models()
+
+
+class AsyncClient:
+    """An OpenAI-shaped async client over one backend or a failover chain.
+
+    Args:
+        url: backend URLs, comma-separated in failover order (``"vllm://a:8000, openai://"``).
+            Default: ``LLMROUTER_URL``, else ``OPENAI_BASE_URL``, else the embedded model.
+        backends: the same as a list of URLs or :class:`BackendSpec` values.
+        timeout: default total deadline of a request in seconds, failover included.
+        transport: the HTTP transport (default: aiohttp; ``HttpxAsyncTransport`` for httpx2).
+
+    Raises:
+        ConfigError: a URL, variable or argument is wrong, or nothing is configured.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        backends: Sequence[str | BackendSpec] | None = None,
+        timeout: float | None = None,
+        transport: AsyncHTTPTransport | None = None,
+    ) -> None:
+        if url is not None and backends is not None:
+            raise ConfigError("give either url or backends, not both")
+        if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
+            raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        chain = resolve_chain(backends if backends is not None else url)
+        self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
+        self._router = AsyncRouter(chain, transport or AsyncHTTPTransport(), timeout)
+        self.chat = AsyncChat(self._router)
+        self.models = AsyncModels(self._router)
+
+    async def aclose(self) -> None:
+        """Release connections and in-process models."""
+        await self._router.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        names = ", ".join(spec.name for spec in self.backends)
+        return f"{type(self).__name__}({names!r})"

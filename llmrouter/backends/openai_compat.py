@@ -1,0 +1,188 @@
+"""Codec for OpenAI-compatible servers: OpenAI, vLLM, llama.cpp, TGI's Messages API, Ollama /v1.
+
+Sans-IO: builds :class:`HTTPRequest` values and parses bytes; the drivers in ``_async``/``_sync``
+do the sending. Protocol facts: ``shared/protocols/openai-chat.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from llmrouter._decoders import SSEDecoder
+from llmrouter._http import HTTPRequest
+from llmrouter._request import ChatRequest
+from llmrouter._status import error_from_status
+from llmrouter.config import BackendSpec
+from llmrouter.errors import BackendConnectionError, ProtocolError, StatusError
+from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
+
+__all__ = [
+    "ChunkDecoder",
+    "build_chat",
+    "build_models",
+    "map_error",
+    "parse_chat",
+    "parse_models",
+]
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+
+def _headers(
+    spec: BackendSpec, base: Mapping[str, str], request: ChatRequest | None
+) -> dict[str, str]:
+    headers = dict(base)
+    if spec.headers:
+        headers.update(spec.headers)
+    if spec.api_key is not None:
+        headers["Authorization"] = "Bearer " + spec.api_key.reveal()
+    if request is not None and request.extra_headers:
+        headers.update(request.extra_headers)
+    return headers
+
+
+def build_chat(
+    spec: BackendSpec, request: ChatRequest, model: str, *, read_timeout: float | None
+) -> HTTPRequest:
+    """The ``POST /chat/completions`` request for ``request`` on this backend."""
+    body: dict[str, Any] = {"model": model, "messages": request.messages}
+    if request.params:
+        body.update(request.params)
+    if request.stream:
+        body["stream"] = True
+    if request.extra_body:
+        body.update(request.extra_body)
+    return HTTPRequest(
+        method="POST",
+        url=spec.base_url + "/chat/completions",
+        headers=_headers(spec, _STREAM_HEADERS if request.stream else _JSON_HEADERS, request),
+        body=pydantic_core.to_json(body),
+        backend=spec.name,
+        connect_timeout=spec.timeouts.connect,
+        read_timeout=read_timeout,
+    )
+
+
+def build_models(spec: BackendSpec, *, read_timeout: float | None) -> HTTPRequest:
+    """The ``GET /models`` request."""
+    return HTTPRequest(
+        method="GET",
+        url=spec.base_url + "/models",
+        headers=_headers(spec, {"Accept": "application/json"}, None),
+        backend=spec.name,
+        connect_timeout=spec.timeouts.connect,
+        read_timeout=read_timeout,
+    )
+
+
+def map_error(
+    spec: BackendSpec, status: int, headers: Mapping[str, str], body: bytes
+) -> StatusError:
+    """The typed error for a non-2xx response."""
+    return error_from_status(status, headers, body, backend=spec.name)
+
+
+def _raise_if_error_object(spec: BackendSpec, data: Any) -> None:
+    error = data.get("error") if isinstance(data, dict) else None
+    if error:
+        # An error event inside a 200 response (vLLM, TGI, openai-python's rule: any data
+        # object with a truthy "error"). TGI reports http_status_code 422 there.
+        status = 500
+        if isinstance(error, dict):
+            code = error.get("http_status_code") or error.get("code")
+            if isinstance(code, int) and 400 <= code <= 599:
+                status = code
+        raise error_from_status(status, {}, pydantic_core.to_json(data), backend=spec.name)
+
+
+def parse_chat(spec: BackendSpec, body: bytes) -> ChatCompletion:
+    """Parse a 200 response body into a :class:`ChatCompletion`."""
+    try:
+        return ChatCompletion.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        try:
+            data = pydantic_core.from_json(body)
+        except ValueError:
+            data = None
+        _raise_if_error_object(spec, data)
+        raise ProtocolError(
+            f"response is not a chat completion: {_first_error(exc)}", backend=spec.name
+        ) from None
+
+
+def parse_models(spec: BackendSpec, body: bytes) -> ModelList:
+    """Parse ``GET /models``."""
+    try:
+        return ModelList.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise ProtocolError(f"malformed /models answer: {_first_error(exc)}",
+                            backend=spec.name) from None  # fmt: skip
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+class ChunkDecoder:
+    """Bytes of an SSE chat stream -> :class:`ChatCompletionChunk` values.
+
+    Raises the typed error for an ``{"error": ...}`` event, :class:`ProtocolError` for a frame
+    that is not a chunk, and :class:`BackendConnectionError` when the body ends before
+    ``[DONE]`` while a choice is still unfinished.
+    """
+
+    __slots__ = ("_done", "_finished", "_spec", "_sse")
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self._spec = spec
+        self._sse = SSEDecoder()
+        self._done = False
+        self._finished = False
+
+    @property
+    def done(self) -> bool:
+        """``[DONE]`` was seen: the stream is complete."""
+        return self._done
+
+    def feed(self, data: bytes) -> list[ChatCompletionChunk]:
+        """Decode more body bytes."""
+        return self._parse(self._sse.feed(data))
+
+    def _parse(self, events: list[bytes]) -> list[ChatCompletionChunk]:
+        chunks = []
+        for event in events:
+            if self._done:
+                break
+            if event.startswith(b"[DONE]"):
+                self._done = True
+                break
+            try:
+                chunk = ChatCompletionChunk.model_validate_json(event)
+            except pydantic.ValidationError as exc:
+                try:
+                    data = pydantic_core.from_json(event)
+                except ValueError:
+                    raise ProtocolError(f"malformed stream event: {event[:200]!r}",
+                                        backend=self._spec.name) from None  # fmt: skip
+                _raise_if_error_object(self._spec, data)
+                raise ProtocolError(f"stream event is not a chunk: {_first_error(exc)}",
+                                    backend=self._spec.name) from None  # fmt: skip
+            if chunk.choices and chunk.choices[0].finish_reason is not None:
+                self._finished = True
+            chunks.append(chunk)
+        return chunks
+
+    def close(self) -> list[ChatCompletionChunk]:
+        """The body ended: last chunks, or an error if the stream was cut short."""
+        chunks = self._parse(self._sse.close())
+        if not self._done and not self._finished:
+            raise BackendConnectionError(
+                "stream ended before [DONE] and before any finish_reason", backend=self._spec.name
+            )
+        return chunks
