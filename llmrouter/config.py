@@ -174,7 +174,7 @@ def _number(key: str, raw: str, *, integer: bool = False, minimum: float = 0.0) 
 def _split_scheme(url: str) -> tuple[str, str | None]:
     if "://" not in url:
         raise ConfigError(
-            f"backend URL {_redact_userinfo(url)!r} has no scheme: expected SCHEME://..., "
+            f"backend URL {_safe(url)!r} has no scheme: expected SCHEME://..., "
             f"one of {', '.join(s + '://' for s in known_schemes())}"
         )
     raw = url.split("://", 1)[0].lower()
@@ -187,6 +187,11 @@ def _split_scheme(url: str) -> tuple[str, str | None]:
     if transport and transport not in ("http", "https"):
         raise ConfigError(f"scheme {raw!r}: expected '+http' or '+https' after '{base}'")
     return base, transport or None
+
+
+def _safe(url: str) -> str:
+    """The URL for an error message: no userinfo, no query (either may hold a secret)."""
+    return _redact_userinfo(url).split("?", 1)[0].split("#", 1)[0]
 
 
 def _redact_userinfo(url: str) -> str:
@@ -224,15 +229,15 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"malformed backend URL {_redact_userinfo(url)!r}: {exc}") from None
+        raise ConfigError(f"malformed backend URL {_safe(url)!r}: {exc}") from None
     if parts.fragment:
-        raise ConfigError(f"backend URL {_redact_userinfo(url)!r}: fragments (#...) are not used")
+        raise ConfigError(f"backend URL {_safe(url)!r}: fragments (#...) are not used")
 
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in ("api_key", "key", "token"):
             raise ConfigError(
-                f"backend URL {_redact_userinfo(url)!r}: keys do not go in URLs; put the key "
+                f"backend URL {_safe(url)!r}: keys do not go in URLs; put the key "
                 "in an environment variable and name it with ?api_key_env=NAME"
             )
         if key not in _COMMON_OPTIONS and key not in scheme.options:

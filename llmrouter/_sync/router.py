@@ -8,6 +8,7 @@ The decisions (does this error fail over? how much time is left?) are pure funct
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +27,16 @@ from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelLis
 
 __all__ = ["ChunkSource", "Router", "Opening"]
 
-Backend = HTTPBackend | LocalBackend
+logger = logging.getLogger("llmrouter")
 
+
+def _log_failure(backend: str, error: BackendError, moving_on: bool) -> None:
+    # Backend names are redacted URLs and error messages never hold keys (errors.py).
+    if logger.isEnabledFor(logging.INFO):
+        action = "failing over" if moving_on else "giving up"
+        logger.info("%s failed (%s: %s); %s", backend, type(error).__name__, error.message, action)
+
+Backend = HTTPBackend | LocalBackend
 
 
 class ChunkSource(Protocol):
@@ -93,6 +102,7 @@ class Router:
                 completion = backend.chat(request, attempt_deadline)
             except BackendError as exc:
                 route.attempts.append(Attempt(backend.name, exc, time.monotonic() - started))
+                _log_failure(backend.name, exc, fails_over(exc))
                 if not fails_over(exc):
                     raise
                 if deadline.expired():
@@ -118,6 +128,7 @@ class Router:
                 source = backend.chat_stream(request, attempt_deadline)
             except BackendError as exc:
                 route.attempts.append(Attempt(backend.name, exc, time.monotonic() - started))
+                _log_failure(backend.name, exc, fails_over(exc))
                 if not fails_over(exc):
                     raise
                 if deadline.expired():
@@ -139,6 +150,7 @@ class Router:
             Attempt(opening.backend.name, error, time.monotonic() - opening.started)
         )
         route.backend = ""
+        _log_failure(opening.backend.name, error, fails_over(error))
         if not fails_over(error):
             raise error
         if opening.deadline.expired():

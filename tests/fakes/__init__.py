@@ -1,0 +1,1 @@
+"""Loopback fake servers for protocol tests (real sockets, scripted misbehaviour)."""

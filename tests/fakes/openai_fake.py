@@ -1,0 +1,429 @@
+"""A loopback fake OpenAI-compatible HTTP/1.1 server that can misbehave at the byte level.
+
+Built on raw asyncio streams (not a web framework) and run on its own event loop in a background
+thread, so sync and async clients alike can talk to it over real sockets::
+
+    with OpenAIFake(models=["m"]) as fake:
+        fake.script(Error(429, {"error": {"message": "slow down"}}, {"Retry-After": "2"}),
+                    Stream(sse("Hel", "lo")))
+        client = llmrouter.Client(fake.url)   # "http://127.0.0.1:PORT/v1"
+
+``POST .../chat/completions`` answers the scripted responses in order, then a default
+:class:`Completion`; ``GET .../models`` answers ``fake.models``. Every request is recorded in
+``fake.requests``; ``fake.connections`` counts accepted connections and ``fake.disconnects``
+counts clients that hung up while a response was still being sent (or stalled).
+
+Frame helpers build the shapes of ``shared/protocols/openai-chat.md`` section 3: role, content,
+finish and usage-only chunks, ``: keep-alive`` comments, TGI's ``data:`` without a space, CRLF
+line ends and mid-stream ``{"error": ...}`` events (vLLM / TGI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DONE", "Close", "Completion", "Error", "OpenAIFake", "Recorded", "Stall", "Stream",
+           "chunk", "comment", "content_frames", "error_frame", "finish_frame", "frame",
+           "role_frame", "sse", "usage_frame"]  # fmt: skip
+
+MODEL = "fake-model"
+CREATED = 1760000000
+USAGE = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+
+# ---------------------------------------------------------------------------------------------
+# Scripted responses
+
+
+@dataclass
+class Completion:
+    """A normal ``200`` JSON chat completion (``extra``: more top-level fields, e.g. timings)."""
+
+    content: str | None = "Hello!"
+    finish_reason: str = "stop"
+    usage: dict[str, Any] | None = field(default_factory=lambda: dict(USAGE))
+    tool_calls: list[dict[str, Any]] | None = None
+    model: str = MODEL
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object sent, exactly."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls is not None:
+            message["tool_calls"] = self.tool_calls
+        body: dict[str, Any] = {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": self.finish_reason}],
+        }  # fmt: skip
+        if self.usage is not None:
+            body["usage"] = self.usage
+        body.update(self.extra)
+        return body
+
+
+@dataclass
+class Stream:
+    """A ``200`` SSE response made of raw ``frames`` (bytes, written as given).
+
+    Attributes:
+        delay: seconds to wait before each frame.
+        split: write the wire bytes in pieces of at most this many bytes.
+        chunked: ``Transfer-Encoding: chunked`` (keep-alive); else the body ends at close.
+        cut: after the frames, drop the connection without ending the body properly.
+        hold: after the frames, keep the connection open until the client hangs up.
+    """
+
+    frames: list[bytes]
+    delay: float = 0.0
+    split: int | None = None
+    chunked: bool = True
+    cut: bool = False
+    hold: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Error:
+    """An HTTP error: ``body`` is JSON-encoded unless it is bytes or str (sent as is)."""
+
+    status: int
+    body: Any = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes | str):
+            raw = self.body.encode() if isinstance(self.body, str) else self.body
+            return raw, self.content_type or "text/plain; charset=utf-8"
+        return json.dumps(self.body).encode(), self.content_type or "application/json"
+
+
+@dataclass
+class Close:
+    """Read the request, then close the connection without any response."""
+
+
+@dataclass
+class Stall:
+    """Read the request and never answer, until the client gives up and hangs up."""
+
+
+Response = Completion | Stream | Error | Close | Stall
+
+
+@dataclass
+class Recorded:
+    """One request the fake received (header names lower-cased)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame helpers
+
+
+def chunk(
+    delta: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    *,
+    usage: dict[str, Any] | None = None,
+    choices: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` object; ``choices=[]`` makes a usage-only chunk."""
+    if choices is None:
+        choices = [{"index": 0, "delta": delta or {}, "logprobs": None,
+                    "finish_reason": finish_reason}]  # fmt: skip
+    body: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                            "created": CREATED, "model": MODEL, "choices": choices}  # fmt: skip
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def frame(data: Any, *, space: bool = True, crlf: bool = False) -> bytes:
+    """One SSE event: ``data: <json or text>`` and a blank line."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    nl = "\r\n" if crlf else "\n"
+    return f"data:{' ' if space else ''}{text}{nl}{nl}".encode()
+
+
+def comment(text: str = "keep-alive", *, crlf: bool = False) -> bytes:
+    """An SSE comment line (a keep-alive), then a blank line."""
+    nl = "\r\n" if crlf else "\n"
+    return f": {text}{nl}{nl}".encode()
+
+
+DONE = frame("[DONE]")
+
+
+def role_frame(**kw: Any) -> bytes:
+    return frame(chunk({"role": "assistant", "content": ""}), **kw)
+
+
+def content_frames(*texts: str, **kw: Any) -> list[bytes]:
+    return [frame(chunk({"content": t}), **kw) for t in texts]
+
+
+def finish_frame(reason: str = "stop", **kw: Any) -> bytes:
+    return frame(chunk({}, reason), **kw)
+
+
+def usage_frame(usage: dict[str, Any] | None = None, **kw: Any) -> bytes:
+    return frame(chunk(choices=[], usage=usage or dict(USAGE)), **kw)
+
+
+def error_frame(message: str = "engine failed", **fields: Any) -> bytes:
+    """A mid-stream error event: vLLM ``code=500``; TGI ``http_status_code=422``."""
+    return frame({"error": {"message": message, **fields}})
+
+
+def sse(
+    *texts: str,
+    usage: bool = False,
+    done: bool = True,
+    finish: str | None = "stop",
+    space: bool = True,
+    crlf: bool = False,
+) -> list[bytes]:
+    """The frames of a realistic stream: role, one chunk per text, finish, usage, [DONE]."""
+    kw = {"space": space, "crlf": crlf}
+    frames = [role_frame(**kw), *content_frames(*texts, **kw)]
+    if finish is not None:
+        frames.append(finish_frame(finish, **kw))
+    if usage:
+        frames.append(usage_frame(**kw))
+    if done:
+        frames.append(frame("[DONE]", **kw))
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class _Disconnected(Exception):
+    """The client hung up in the middle of a response."""
+
+
+class _Conn:
+    """One accepted connection with our own read buffer (so an EOF watcher loses nothing)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer, self.buf = reader, writer, bytearray()
+
+    async def fill(self) -> bool:
+        data = await self.reader.read(65536)
+        self.buf += data
+        return bool(data)
+
+    async def read_request(self) -> Recorded | None:
+        while b"\r\n\r\n" not in self.buf:
+            if not await self.fill():
+                return None
+        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+        self.buf = bytearray(rest)
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(self.buf) < length:
+            if not await self.fill():
+                return None
+        body, self.buf = bytes(self.buf[:length]), self.buf[length:]
+        return Recorded(method, path, headers, body)
+
+    async def write(self, data: bytes, split: int | None = None) -> None:
+        step = split or len(data) or 1
+        try:
+            for i in range(0, len(data), step):
+                self.writer.write(data[i : i + step])
+                await self.writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise _Disconnected from exc
+
+
+def _head(status: int, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+class OpenAIFake:
+    """The fake server; a context manager that runs it on a background thread.
+
+    Args:
+        models: the ids ``GET /v1/models`` lists.
+    """
+
+    def __init__(self, models: list[str] | None = None) -> None:
+        self.models: list[str] = list(models) if models is not None else [MODEL]
+        self.requests: list[Recorded] = []
+        self.connections = 0
+        self.disconnects = 0
+        self.port = 0
+        self._queue: collections.deque[Response] = collections.deque()
+        self._loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def script(self, *responses: Response) -> None:
+        """Queue responses for the next chat requests, in order."""
+        self._queue.extend(responses)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+        """Poll ``predicate`` (blocking) until true or ``timeout``; returns its last value."""
+        end = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < end:
+            time.sleep(0.005)
+        return predicate()
+
+    async def async_wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
+        """:meth:`wait_for` that lets the caller's event loop run (and close its sockets)."""
+        for _ in range(int(timeout / 0.005)):
+            if predicate():
+                return True
+            await asyncio.sleep(0.005)
+        return predicate()
+
+    def __enter__(self) -> OpenAIFake:
+        self._thread.start()
+        start = asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(5)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        conn = _Conn(reader, writer)
+        try:
+            while (request := await conn.read_request()) is not None:
+                self.requests.append(request)
+                if not await self._respond(conn, request):
+                    break
+        except _Disconnected:
+            self.disconnects += 1
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _respond(self, conn: _Conn, request: Recorded) -> bool:
+        """Send one response; return whether the connection stays open."""
+        if request.path.endswith("/models"):
+            data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
+                    for m in self.models]  # fmt: skip
+            body = json.dumps({"object": "list", "data": data}).encode()
+            head = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+            await conn.write(_head(200, head) + body)
+            return True
+        response = self._queue.popleft() if self._queue else Completion()
+        if isinstance(response, Close):
+            return False
+        if isinstance(response, Stall):
+            await self._until_hangup(conn, None)
+            return False
+        if isinstance(response, Error):
+            body, ctype = response.encoded()
+            head = {"Content-Type": ctype, "Content-Length": str(len(body)), **response.headers}
+            await conn.write(_head(response.status, head) + body)
+            return True
+        if isinstance(response, Completion):
+            body = json.dumps(response.payload()).encode()
+            head = {"Content-Type": "application/json", **response.headers}
+            if response.chunked:
+                head["Transfer-Encoding"] = "chunked"
+                body = _chunked(body) + b"0\r\n\r\n"
+            else:
+                head["Content-Length"] = str(len(body))
+            await conn.write(_head(200, head) + body)
+            return True
+        return await self._stream(conn, response)
+
+    async def _stream(self, conn: _Conn, response: Stream) -> bool:
+        head = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        if response.chunked:
+            head["Transfer-Encoding"] = "chunked"
+        else:
+            head["Connection"] = "close"
+        await conn.write(_head(200, {**head, **response.headers}))
+        hangup = asyncio.ensure_future(self._watch(conn))
+        try:
+            for data in response.frames:
+                if response.delay:
+                    await asyncio.wait({hangup}, timeout=response.delay)
+                if hangup.done():
+                    raise _Disconnected
+                await conn.write(_chunked(data) if response.chunked else data, response.split)
+            if response.hold:
+                await self._until_hangup(conn, hangup)
+            if response.cut or not response.chunked:
+                return False
+            await conn.write(b"0\r\n\r\n")
+            return True
+        finally:
+            hangup.cancel()
+
+    @staticmethod
+    async def _watch(conn: _Conn) -> None:
+        """Returns when the client hangs up (anything it sends meanwhile stays buffered)."""
+        try:
+            while await conn.fill():
+                pass
+        except ConnectionError:
+            pass
+
+    async def _until_hangup(self, conn: _Conn, hangup: asyncio.Future[None] | None) -> None:
+        await (hangup or self._watch(conn))
+        raise _Disconnected

@@ -1,0 +1,37 @@
+"""``import llmrouter`` stays light: no optional dependency is loaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["vllm", "llama_cpp", "botocore", "boto3", "openai", "anthropic", "redis", "fastapi",
+         "aiohttp", "torch", "transformers", "huggingface_hub"]  # fmt: skip
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def test_import_loads_no_optional_dependency() -> None:
+    loaded = _loaded_after("import llmrouter")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "httpx2" not in loaded and "pydantic" not in loaded  # even the core loads lazily
+
+
+def test_sync_client_creation_loads_no_optional_dependency() -> None:
+    loaded = _loaded_after(
+        "from llmrouter import Client\nClient('vllm://127.0.0.1:9, local://smollm2')"
+    )
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    import llmrouter
+
+    assert llmrouter.__all__ == sorted(llmrouter.__all__)
+    for name in llmrouter.__all__:
+        assert getattr(llmrouter, name) is not None
