@@ -38,7 +38,7 @@ class AsyncLocalBackend:
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = await self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        data = await athread_call(lambda: engine.complete(kwargs))
+        data = await athread_call(lambda: engine.complete(kwargs, self.name))
         return llamacpp.to_completion(data)
 
     async def chat_stream(
@@ -48,7 +48,7 @@ class AsyncLocalBackend:
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
-            for data in engine.stream(kwargs, cancel):
+            for data in engine.stream(kwargs, cancel, self.name):
                 yield llamacpp.to_chunk(data)
 
         return athread_iter(generate)

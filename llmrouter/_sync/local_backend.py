@@ -39,7 +39,7 @@ class LocalBackend:
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        data = thread_call(lambda: engine.complete(kwargs))
+        data = thread_call(lambda: engine.complete(kwargs, self.name))
         return llamacpp.to_completion(data)
 
     def chat_stream(
@@ -49,7 +49,7 @@ class LocalBackend:
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
-            for data in engine.stream(kwargs, cancel):
+            for data in engine.stream(kwargs, cancel, self.name):
                 yield llamacpp.to_chunk(data)
 
         return thread_iter(generate)

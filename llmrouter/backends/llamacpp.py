@@ -137,19 +137,21 @@ class LlamaEngine:
         self.model_name = os.path.basename(path).removesuffix(".gguf")
         self.lock = threading.Lock()
         self.users = 0
-        self.llama = llama_cpp.Llama(model_path=path, **kwargs)
+        self.llama: Any = llama_cpp.Llama(model_path=path, **kwargs)
         self.n_ctx: int = self.llama.n_ctx()
 
-    def complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def complete(self, kwargs: dict[str, Any], backend: str) -> dict[str, Any]:
         """One whole completion, as the OpenAI-shaped dict llama.cpp returns."""
         with self.lock:
             try:
                 result: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
             except ValueError as exc:
-                raise _engine_error(exc) from exc
+                raise _engine_error(exc, backend) from exc
         return result
 
-    def stream(self, kwargs: dict[str, Any], cancel: threading.Event) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, kwargs: dict[str, Any], cancel: threading.Event, backend: str
+    ) -> Iterator[dict[str, Any]]:
         """Chunks as llama.cpp generates them; holds the model until closed or finished."""
         with self.lock:
             try:
@@ -162,7 +164,7 @@ class LlamaEngine:
                 finally:
                     chunks.close()
             except ValueError as exc:
-                raise _engine_error(exc) from exc
+                raise _engine_error(exc, backend) from exc
 
     def close(self) -> None:
         with self.lock:
@@ -171,11 +173,12 @@ class LlamaEngine:
                 close()
 
 
-def _engine_error(exc: ValueError) -> BaseException:
+def _engine_error(exc: ValueError, backend: str) -> BaseException:
     text = str(exc)
     if "context window" in text or "exceed" in text:
-        return ContextLengthError(text, backend="local", status_code=400)
-    return BackendError(text, backend="local", retryable=False)
+        # llama.cpp: "Requested tokens (N) exceed context window of M". 400 by analogy.
+        return ContextLengthError(text, backend=backend, status_code=400)
+    return BackendError(text, backend=backend, retryable=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,3 +102,21 @@ async def test_missing_model_file_is_a_config_error() -> None:
     async with AsyncClient("local:///nonexistent/model.gguf") as client:
         with pytest.raises(ConfigError, match="model file not found"):
             await client.chat.completions.create(messages=PARIS)
+
+
+async def test_prompt_longer_than_the_context_is_a_context_length_error() -> None:
+    from llmrouter import ContextLengthError
+
+    async with AsyncClient("local://smollm2?n_ctx=256&name=small") as client:
+        with pytest.raises(ContextLengthError) as info:
+            await client.chat.completions.create(
+                messages=[{"role": "user", "content": "word " * 400}], max_tokens=4
+            )
+    assert info.value.backend == "small"
+
+
+async def test_hub_models_need_a_reachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    async with AsyncClient("local://org/model-GGUF?file=*Q4_K_M.gguf") as client:
+        with pytest.raises(ConfigError, match="could not fetch from the hub"):
+            await client.chat.completions.create(messages=PARIS)

@@ -1,0 +1,898 @@
+"""What llmrouter costs on top of the HTTP client it drives, against raw clients and the openai SDK.
+
+Usage::
+
+    python bench/overhead.py [--quick] [--json out.json]
+
+Method
+------
+* A fake OpenAI-compatible server (``bench/_fakeserver.py``, raw asyncio, cached responses)
+  runs in its own process pinned to CPU 1; every client runs pinned to CPU 0
+  (``os.sched_setaffinity`` where the platform has it and two CPUs are allowed). The server's
+  CPU use is read from ``/proc`` during each measurement; if it nears 100 % the throughput rows
+  measure the server, not the client, and the script says so.
+* One long-lived worker process per library (raw ``httpx2``, raw ``aiohttp``, the ``openai``
+  SDK, ``llmrouter``) holds its clients and connection pools; the parent drives the workers in
+  turn over a pipe, so the libraries never share a process but their measurements interleave
+  (``rounds`` times; the reported number is the median over rounds), which spreads out noise
+  from other work on the machine. Every phase warms up first.
+* Raw baselines do what a careful hand-written client does: ``httpx2.Client.post(json=...)``
+  + ``json.loads`` of the body; streams iterate lines, keep ``data: `` lines and ``json.loads``
+  each payload (to the end of the body). ``aiohttp`` gets ``TCPConnector(limit=0)`` and httpx2
+  ``max_connections=1000`` (the same pool limits llmrouter uses); the openai SDK is used with
+  its defaults (``max_retries=0``).
+
+Measurements
+------------
+(a) import time: a fresh interpreter per sample, ``time.perf_counter`` around the import
+    statements (interpreter start-up excluded), one untimed run first so bytecode caches are
+    warm, median of 5 (3 with ``--quick``). Also, for information, "cold first request":
+    import + construct a client + one request, in a fresh process.
+(b) sequential per-request time, sync and async: median of per-request wall times.
+(c) requests/s at concurrency 200 (async): 200 tasks loop on requests; completions counted in
+    a fixed window after a warm-up window.
+(d) per-chunk time of a 200-chunk stream (sync): (request to end of stream) / 200, median.
+(e) chunks/s with 100 concurrent 200-chunk streams (async), counted in a fixed window.
+(f) peak RSS (``resource.getrusage(...).ru_maxrss``) of a fresh process per client after
+    holding 500 streams open at once (each has yielded a chunk before any is drained), then
+    draining them. Sync clients hold them with an ``ExitStack`` in one thread; async clients
+    with 500 tasks and a barrier.
+
+Targets (llmrouter against the baseline measured in the same run):
+import <= 0.3x openai; sync per-request <= raw httpx2 + 150 us; async req/s and concurrent
+chunks/s >= 0.8x raw aiohttp; per-chunk time <= 1.5x raw httpx2; peak RSS <= 1.2x the raw
+client's (httpx2 for sync, aiohttp for async).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODEL = "m"
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+RESULT = "@@RESULT "
+CLIENT_CPU = 0
+SERVER_CPU = 1
+
+FULL = {
+    "import_runs": 5,
+    "rounds": 3,
+    "seq_n": 500,
+    "seq_warmup": 100,
+    "concurrency": 200,
+    "window_s": 1.0,
+    "warmup_s": 0.3,
+    "stream_chunks": 200,
+    "stream_n": 40,
+    "stream_warmup": 5,
+    "streams_concurrency": 100,
+    "streams_window_s": 1.5,
+    "rss_streams": 500,
+    "rss_chunks": 50,
+}
+QUICK = {
+    **FULL,
+    "import_runs": 3,
+    "rounds": 1,
+    "seq_n": 300,
+    "seq_warmup": 50,
+    "window_s": 0.6,
+    "warmup_s": 0.2,
+    "stream_n": 15,
+    "stream_warmup": 3,
+    "streams_window_s": 0.8,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Client adapters (run inside worker processes; each imports its library lazily)
+
+
+def _sse_text(lines: Any) -> Any:
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[6:]
+            if data != "[DONE]":
+                yield json.loads(data)
+
+
+async def _asse_text(lines: Any) -> Any:
+    async for line in lines:
+        if line.startswith("data: "):
+            data = line[6:]
+            if data != "[DONE]":
+                yield json.loads(data)
+
+
+async def _asse_bytes(content: Any) -> Any:
+    async for line in content:  # aiohttp's StreamReader yields lines
+        if line.startswith(b"data: "):
+            data = line[6:].rstrip()
+            if data != b"[DONE]":
+                yield json.loads(data)
+
+
+def _body(stream: bool, n: int = 16) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "max_tokens": n}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+class Httpx2Sync:
+    def __init__(self, base: str) -> None:
+        import httpx2
+
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+        self.client = httpx2.Client(base_url=base, timeout=60, limits=limits)
+
+    def request(self) -> None:
+        r = self.client.post("/chat/completions", json=_body(False))
+        r.raise_for_status()
+        assert json.loads(r.content)["choices"][0]["message"]["content"]
+
+    def open_stream(self, stack: contextlib.ExitStack, n: int) -> Any:
+        r = stack.enter_context(self.client.stream("POST", "/chat/completions", json=_body(True, n)))
+        r.raise_for_status()
+        return _sse_text(r.iter_lines())
+
+
+class OpenAISync:
+    def __init__(self, base: str) -> None:
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base, api_key="bench", max_retries=0, timeout=60)
+
+    def request(self) -> None:
+        r = self.client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16)
+        assert r.choices[0].message.content
+
+    def open_stream(self, stack: contextlib.ExitStack, n: int) -> Any:
+        s = self.client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=n, stream=True
+        )
+        return iter(stack.enter_context(s))
+
+
+class RouterSync:
+    def __init__(self, base: str) -> None:
+        from llmrouter import Client
+
+        self.client = Client(f"{base}?model={MODEL}")
+
+    def request(self) -> None:
+        r = self.client.chat.completions.create(messages=MESSAGES, max_tokens=16)
+        assert r.choices[0].message.content
+
+    def open_stream(self, stack: contextlib.ExitStack, n: int) -> Any:
+        s = self.client.chat.completions.create(messages=MESSAGES, max_tokens=n, stream=True)
+        return iter(stack.enter_context(s))
+
+
+class Httpx2Async:
+    def __init__(self, base: str) -> None:
+        import httpx2
+
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+        self.client = httpx2.AsyncClient(base_url=base, timeout=60, limits=limits)
+
+    async def request(self) -> None:
+        r = await self.client.post("/chat/completions", json=_body(False))
+        r.raise_for_status()
+        assert json.loads(r.content)["choices"][0]["message"]["content"]
+
+    async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
+        ctx = self.client.stream("POST", "/chat/completions", json=_body(True, n))
+        r = await stack.enter_async_context(ctx)
+        r.raise_for_status()
+        return _asse_text(r.aiter_lines())
+
+
+class AiohttpAsync:
+    def __init__(self, base: str) -> None:
+        import aiohttp
+
+        self.base = base
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def request(self) -> None:
+        async with self.session.post(self.base + "/chat/completions", json=_body(False)) as r:
+            r.raise_for_status()
+            assert json.loads(await r.read())["choices"][0]["message"]["content"]
+
+    async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
+        ctx = self.session.post(self.base + "/chat/completions", json=_body(True, n))
+        r = await stack.enter_async_context(ctx)
+        r.raise_for_status()
+        return _asse_bytes(r.content)
+
+
+class OpenAIAsync:
+    def __init__(self, base: str) -> None:
+        from openai import AsyncOpenAI
+
+        self.client = AsyncOpenAI(base_url=base, api_key="bench", max_retries=0, timeout=60)
+
+    async def request(self) -> None:
+        r = await self.client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=16
+        )
+        assert r.choices[0].message.content
+
+    async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
+        s = await self.client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=n, stream=True
+        )
+        return await stack.enter_async_context(s)
+
+
+class RouterAsync:
+    def __init__(self, base: str) -> None:
+        from llmrouter import AsyncClient
+
+        self.client = AsyncClient(f"{base}?model={MODEL}")
+
+    async def request(self) -> None:
+        r = await self.client.chat.completions.create(messages=MESSAGES, max_tokens=16)
+        assert r.choices[0].message.content
+
+    async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
+        s = await self.client.chat.completions.create(
+            messages=MESSAGES, max_tokens=n, stream=True
+        )
+        return await stack.enter_async_context(s)
+
+
+# library -> (sync adapter, async adapter); the columns of the report, in order.
+LIBS: dict[str, tuple[type | None, type | None]] = {
+    "httpx2": (Httpx2Sync, Httpx2Async),
+    "aiohttp": (None, AiohttpAsync),
+    "openai": (OpenAISync, OpenAIAsync),
+    "llmrouter": (RouterSync, RouterAsync),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Phases (inside a worker)
+
+
+def _drain_sync(adapter: Any, n: int) -> int:
+    count = 0
+    with contextlib.ExitStack() as stack:
+        for _ in adapter.open_stream(stack, n):
+            count += 1
+    if count != n:
+        raise AssertionError(f"expected {n} chunks, got {count}")
+    return count
+
+
+async def _drain_async(adapter: Any, n: int) -> int:
+    count = 0
+    async with contextlib.AsyncExitStack() as stack:
+        async for _ in await adapter.open_stream(stack, n):
+            count += 1
+    if count != n:
+        raise AssertionError(f"expected {n} chunks, got {count}")
+    return count
+
+
+def seq_sync(adapter: Any, n: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        adapter.request()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(n):
+        t0 = clock()
+        adapter.request()
+        samples.append(clock() - t0)
+    return {"us": statistics.median(samples) / 1000}
+
+
+async def seq_async(adapter: Any, n: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        await adapter.request()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(n):
+        t0 = clock()
+        await adapter.request()
+        samples.append(clock() - t0)
+    return {"us": statistics.median(samples) / 1000}
+
+
+async def _windowed(
+    work: Callable[[], Any], concurrency: int, warmup_s: float, window_s: float
+) -> float:
+    """Run ``concurrency`` loops of ``work`` (which returns units done); units/s in the window."""
+    done = 0
+    stop = False
+
+    async def loop() -> None:
+        nonlocal done
+        while not stop:
+            done += await work()
+
+    tasks = [asyncio.ensure_future(loop()) for _ in range(concurrency)]
+    await asyncio.sleep(warmup_s)
+    start_done, start = done, time.perf_counter()
+    await asyncio.sleep(window_s)
+    end_done, end = done, time.perf_counter()
+    stop = True
+    await asyncio.gather(*tasks)
+    return (end_done - start_done) / (end - start)
+
+
+async def conc_async(
+    adapter: Any, concurrency: int, warmup_s: float, window_s: float
+) -> dict[str, float]:
+    async def one() -> int:
+        await adapter.request()
+        return 1
+
+    return {"rps": await _windowed(one, concurrency, warmup_s, window_s)}
+
+
+def stream_sync(adapter: Any, chunks: int, n: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        _drain_sync(adapter, chunks)
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        _drain_sync(adapter, chunks)
+        samples.append((time.perf_counter_ns() - t0) / chunks)
+    return {"us": statistics.median(samples) / 1000}
+
+
+async def streams_async(
+    adapter: Any, concurrency: int, chunks: int, warmup_s: float, window_s: float
+) -> dict[str, float]:
+    # Counted per completed stream: with 100 streams in flight and a window of several stream
+    # lifetimes, the edge effect is small and the count costs nothing per chunk.
+    async def one() -> int:
+        return await _drain_async(adapter, chunks)
+
+    return {"chunks_per_s": await _windowed(one, concurrency, warmup_s, window_s)}
+
+
+def _pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {cpu})
+
+
+def worker_main(lib: str, base: str, cpu: int | None) -> None:
+    """A worker: build the library's clients, then run phases asked for on stdin."""
+    if cpu is not None:
+        _pin(cpu)
+    sync_cls, async_cls = LIBS[lib]
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    sync = sync_cls(base) if sync_cls else None
+
+    async def make_async() -> Any:
+        return async_cls(base) if async_cls else None
+
+    aio = loop.run_until_complete(make_async())
+    print(RESULT + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        phase, params = cmd["phase"], cmd["params"]
+        gc.collect()
+        if phase == "seq_sync":
+            result = seq_sync(sync, **params)
+        elif phase == "stream_sync":
+            result = stream_sync(sync, **params)
+        else:
+            fn = {"seq_async": seq_async, "conc_async": conc_async, "streams_async": streams_async}
+            result = loop.run_until_complete(fn[phase](aio, **params))
+        print(RESULT + json.dumps(result), flush=True)
+
+
+def rss_main(lib: str, mode: str, base: str, cpu: int | None, streams: int, chunks: int) -> None:
+    """Peak RSS of a fresh process that holds ``streams`` streams open at once."""
+    if cpu is not None:
+        _pin(cpu)
+    sync_cls, async_cls = LIBS[lib]
+
+    def maxrss_kib() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+    if mode == "sync":
+        adapter = sync_cls(base)  # type: ignore[misc]
+        adapter.request()
+        _drain_sync(adapter, chunks)
+        base_kib = maxrss_kib()
+        with contextlib.ExitStack() as stack:
+            iterators = []
+            for _ in range(streams):
+                it = adapter.open_stream(stack, chunks)
+                next(it)
+                iterators.append(it)
+            for it in iterators:
+                if sum(1 for _ in it) != chunks - 1:
+                    raise AssertionError("short stream")
+    else:
+
+        async def run() -> int:
+            adapter = async_cls(base)  # type: ignore[misc]
+            await adapter.request()
+            await _drain_async(adapter, chunks)
+            base_kib = maxrss_kib()
+            opened = 0
+            all_open = asyncio.Event()
+
+            async def one() -> None:
+                nonlocal opened
+                async with contextlib.AsyncExitStack() as stack:
+                    it = (await adapter.open_stream(stack, chunks)).__aiter__()
+                    await it.__anext__()
+                    opened += 1
+                    if opened == streams:
+                        all_open.set()
+                    await all_open.wait()
+                    count = 1
+                    async for _ in it:
+                        count += 1
+                if count != chunks:
+                    raise AssertionError("short stream")
+
+            await asyncio.gather(*(one() for _ in range(streams)))
+            return base_kib
+
+        base_kib = asyncio.run(run())
+    print(RESULT + json.dumps({"base_kib": base_kib, "peak_kib": maxrss_kib()}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: server, workers, report
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), or NaN elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _read_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT) :])
+    raise RuntimeError(f"worker exited (rc={proc.wait()}) without a result")
+
+
+class Worker:
+    def __init__(self, lib: str, base: str, cpu: int | None) -> None:
+        self.lib = lib
+        cmd = [sys.executable, str(Path(__file__)), "--worker", lib, "--base", base]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env()
+        )
+
+    def wait_ready(self) -> None:
+        _read_result(self.proc)
+
+    def run(self, phase: str, **params: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"phase": phase, "params": params}) + "\n")
+        self.proc.stdin.flush()
+        return _read_result(self.proc)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_server(cpu: int | None) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, str(HERE / "_fakeserver.py"), "--port", "0"]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"fake server did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+IMPORTS = {
+    "llmrouter": "import llmrouter\nfrom llmrouter import Client",
+    "llmrouter_async": "import llmrouter\nfrom llmrouter import AsyncClient",
+    "openai": "import openai\nfrom openai import OpenAI",
+    "httpx2": "import httpx2",
+    "aiohttp": "import aiohttp",
+}
+
+COLD = {
+    "httpx2": (
+        "import httpx2\n"
+        "r = httpx2.post('{base}/chat/completions', json={body!r})\n"
+        "assert r.json()['choices']"
+    ),
+    "openai": (
+        "from openai import OpenAI\n"
+        "c = OpenAI(base_url='{base}', api_key='x', max_retries=0)\n"
+        "assert c.chat.completions.create(model='m', messages={msgs!r}, max_tokens=16).choices"
+    ),
+    "llmrouter": (
+        "from llmrouter import Client\n"
+        "c = Client('{base}?model=m')\n"
+        "assert c.chat.completions.create(messages={msgs!r}, max_tokens=16).choices"
+    ),
+}
+
+
+def _time_code(code: str) -> float:
+    wrapped = (
+        "import time as _t\n_s = _t.perf_counter()\n"
+        + code
+        + "\nimport sys as _y\n_y.stdout.write(repr(_t.perf_counter() - _s))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapped], capture_output=True, text=True, env=_env(), check=True
+    )
+    return float(out.stdout.strip()) * 1000
+
+
+def time_imports(runs: int, base: str) -> dict[str, Any]:
+    codes = {f"import:{k}": v for k, v in IMPORTS.items()}
+    body = _body(False)
+    for lib, template in COLD.items():
+        codes[f"cold:{lib}"] = template.format(base=base, body=body, msgs=MESSAGES)
+    samples: dict[str, list[float]] = {k: [] for k in codes}
+    for code in codes.values():  # warm the bytecode caches
+        _time_code(code)
+    for _ in range(runs):
+        for key, code in codes.items():  # interleaved
+            samples[key].append(_time_code(code))
+    return {k: {"ms": statistics.median(v), "samples": v} for k, v in samples.items()}
+
+
+def measure_rss(lib: str, mode: str, base: str, cpu: int | None, cfg: dict[str, Any]) -> dict:
+    cmd = [sys.executable, str(Path(__file__)), "--rss", lib, mode, "--base", base]
+    cmd += ["--rss-streams", str(cfg["rss_streams"]), "--rss-chunks", str(cfg["rss_chunks"])]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
+    result = _read_result(proc)
+    proc.wait()
+    return {"mib": result["peak_kib"] / 1024, "base_mib": result["base_kib"] / 1024}
+
+
+def run_benchmarks(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
+    two_cpus = hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
+    pin = pin and two_cpus
+    client_cpu = CLIENT_CPU if pin else None
+    server, port = start_server(SERVER_CPU if pin else None)
+    if client_cpu is not None:
+        _pin(client_cpu)  # the parent mostly sleeps; its children inherit CPU 0
+    base = f"http://127.0.0.1:{port}/v1"
+    results: dict[str, Any] = {
+        "config": cfg,
+        "pinned": pin,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "server_busy": [],
+    }
+    workers: dict[str, Worker] = {}
+    try:
+        t0 = time.perf_counter()
+        results["imports"] = time_imports(cfg["import_runs"], base)
+        print(f"  imports done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+        workers = {lib: Worker(lib, base, client_cpu) for lib in LIBS}
+        for w in workers.values():
+            w.wait_ready()
+        plan: list[tuple[str, str, dict[str, Any]]] = [
+            ("seq_sync", "us", {"n": cfg["seq_n"], "warmup": cfg["seq_warmup"]}),
+            ("seq_async", "us", {"n": cfg["seq_n"], "warmup": cfg["seq_warmup"]}),
+            (
+                "conc_async",
+                "rps",
+                {
+                    "concurrency": cfg["concurrency"],
+                    "warmup_s": cfg["warmup_s"],
+                    "window_s": cfg["window_s"],
+                },
+            ),
+            (
+                "stream_sync",
+                "us",
+                {"chunks": cfg["stream_chunks"], "n": cfg["stream_n"], "warmup": cfg["stream_warmup"]},
+            ),
+            (
+                "streams_async",
+                "chunks_per_s",
+                {
+                    "concurrency": cfg["streams_concurrency"],
+                    "chunks": cfg["stream_chunks"],
+                    "warmup_s": cfg["warmup_s"],
+                    "window_s": cfg["streams_window_s"],
+                },
+            ),
+        ]
+        rounds: dict[str, dict[str, list[float]]] = {p: {} for p, _, _ in plan}
+        for r in range(cfg["rounds"]):
+            order = list(workers.values())
+            if r % 2:
+                order.reverse()  # alternate the order so no library always goes first
+            for phase, key, params in plan:
+                for w in order:
+                    sync_cls, async_cls = LIBS[w.lib]
+                    if (sync_cls if phase.endswith("_sync") else async_cls) is None:
+                        continue
+                    cpu0, wall0 = _proc_cpu_s(server.pid), time.perf_counter()
+                    value = w.run(phase, **params)[key]
+                    busy = (_proc_cpu_s(server.pid) - cpu0) / (time.perf_counter() - wall0)
+                    results["server_busy"].append([phase, w.lib, round(busy, 3)])
+                    rounds[phase].setdefault(w.lib, []).append(value)
+            print(f"  round {r + 1} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        for phase, per_lib in rounds.items():
+            results[phase] = {
+                lib: {"value": statistics.median(v), "rounds": v} for lib, v in per_lib.items()
+            }
+        for w in workers.values():
+            w.close()
+        workers = {}
+
+        results["rss_sync"] = {}
+        results["rss_async"] = {}
+        for lib, (sync_cls, async_cls) in LIBS.items():
+            if sync_cls is not None:
+                results["rss_sync"][lib] = measure_rss(lib, "sync", base, client_cpu, cfg)
+            if async_cls is not None:
+                results["rss_async"][lib] = measure_rss(lib, "async", base, client_cpu, cfg)
+        print(f"  rss done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        results["elapsed_s"] = time.perf_counter() - t0
+    finally:
+        for w in workers.values():
+            w.close()
+        server.terminate()
+        server.wait()
+    results["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "ms":
+        return f"{value:.0f} ms" if value >= 100 else f"{value:.1f} ms"
+    if unit == "us":
+        return f"{value:.0f} µs" if value >= 20 else f"{value:.2f} µs"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:g}"
+
+
+def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    imp = res["imports"]
+
+    def val(section: str, lib: str) -> float | None:
+        entry = res.get(section, {}).get(lib)
+        if entry is None:
+            return None
+        return entry.get("value", entry.get("ms", entry.get("mib")))
+
+    verdicts: list[dict[str, Any]] = []
+    rows = []
+
+    def row(
+        label: str,
+        unit: str,
+        values: dict[str, float | None],
+        compare: str,
+        target: str,
+        ok: bool | None,
+    ) -> None:
+        cells = [_fmt(values.get(lib), unit) for lib in ("httpx2", "aiohttp", "openai")]
+        cells.append(_fmt(values.get("llmrouter"), unit))
+        verdict = "—" if ok is None else ("PASS" if ok else "FAIL")
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {compare} | {target} | {verdict} |")
+        if ok is not None:
+            verdicts.append({"metric": label, "measured": compare, "target": target, "pass": ok})
+
+    # (a) import
+    a = {lib: imp[f"import:{lib}"]["ms"] for lib in ("httpx2", "aiohttp", "openai", "llmrouter")}
+    ratio = a["llmrouter"] / a["openai"]
+    row(
+        "(a) import (`import llmrouter; from llmrouter import Client`)",
+        "ms",
+        a,
+        f"{ratio:.2f}x openai",
+        "<= 0.30x openai",
+        ratio <= 0.3,
+    )
+    a2 = imp["import:llmrouter_async"]["ms"]
+    row(
+        "(a) import, `from llmrouter import AsyncClient` (info)",
+        "ms",
+        {"llmrouter": a2},
+        f"{a2 / a['openai']:.2f}x openai",
+        "—",
+        None,
+    )
+    cold = {lib: imp[f"cold:{lib}"]["ms"] for lib in COLD}
+    row(
+        "cold start: import + client + 1st request (info)",
+        "ms",
+        cold,
+        f"{cold['llmrouter'] / cold['openai']:.2f}x openai",
+        "—",
+        None,
+    )
+    # (b)
+    b = {lib: val("seq_sync", lib) for lib in LIBS}
+    diff = b["llmrouter"] - b["httpx2"]  # type: ignore[operator]
+    row(
+        "(b) sync request, sequential (median)",
+        "us",
+        b,
+        f"{diff:+.0f} µs vs httpx2",
+        "<= +150 µs",
+        diff <= 150,
+    )
+    b2 = {lib: val("seq_async", lib) for lib in LIBS}
+    row(
+        "(b) async request, sequential (median)",
+        "us",
+        b2,
+        f"{b2['llmrouter'] - b2['aiohttp']:+.0f} µs vs aiohttp",  # type: ignore[operator]
+        "—",
+        None,
+    )
+    c = {lib: val("conc_async", lib) for lib in LIBS}
+    ratio = c["llmrouter"] / c["aiohttp"]  # type: ignore[operator]
+    row(
+        f"(c) async requests/s, concurrency {res['config']['concurrency']}",
+        "/s",
+        c,
+        f"{ratio:.2f}x aiohttp",
+        ">= 0.80x aiohttp",
+        ratio >= 0.8,
+    )
+    d = {lib: val("stream_sync", lib) for lib in LIBS}
+    ratio = d["llmrouter"] / d["httpx2"]  # type: ignore[operator]
+    row(
+        f"(d) sync per-chunk time, {res['config']['stream_chunks']}-chunk stream",
+        "us",
+        d,
+        f"{ratio:.2f}x httpx2",
+        "<= 1.50x httpx2",
+        ratio <= 1.5,
+    )
+    e = {lib: val("streams_async", lib) for lib in LIBS}
+    ratio = e["llmrouter"] / e["aiohttp"]  # type: ignore[operator]
+    row(
+        f"(e) async chunks/s, {res['config']['streams_concurrency']} concurrent streams",
+        "/s",
+        e,
+        f"{ratio:.2f}x aiohttp",
+        ">= 0.80x aiohttp",
+        ratio >= 0.8,
+    )
+    n = res["config"]["rss_streams"]
+    f1 = {lib: v["mib"] for lib, v in res["rss_sync"].items()}
+    ratio = f1["llmrouter"] / f1["httpx2"]
+    row(
+        f"(f) peak RSS, {n} open streams, sync",
+        "MiB",
+        f1,
+        f"{ratio:.2f}x httpx2",
+        "<= 1.20x httpx2",
+        ratio <= 1.2,
+    )
+    f2 = {lib: v["mib"] for lib, v in res["rss_async"].items()}
+    ratio = f2["llmrouter"] / f2["aiohttp"]
+    row(
+        f"(f) peak RSS, {n} open streams, async",
+        "MiB",
+        f2,
+        f"{ratio:.2f}x aiohttp",
+        "<= 1.20x aiohttp",
+        ratio <= 1.2,
+    )
+
+    header = (
+        "| metric | raw httpx2 | raw aiohttp | openai SDK | llmrouter | llmrouter vs baseline "
+        "| target | result |\n|---|---:|---:|---:|---:|---|---|---|"
+    )
+    notes = [
+        "",
+        "Async rows use httpx2.AsyncClient / AsyncOpenAI / llmrouter.AsyncClient; "
+        "(c) and (e) are medians over rounds.",
+        "RSS after import + warm-up (before the streams), MiB: "
+        + ", ".join(
+            f"{mode} {lib} {v['base_mib']:.1f}"
+            for mode in ("sync", "async")
+            for lib, v in res[f"rss_{mode}"].items()
+        ),
+    ]
+    busiest = max(res["server_busy"], key=lambda x: x[2]) if res["server_busy"] else None
+    if busiest:
+        notes.append(
+            f"Fake server CPU, busiest measurement: {busiest[2] * 100:.0f}% of one core "
+            f"({busiest[0]}, {busiest[1]})"
+            + (
+                " — near saturation: throughput rows may be server-bound."
+                if busiest[2] > 0.9
+                else "."
+            )
+        )
+    notes.append(
+        f"Pinned client/server to CPU {CLIENT_CPU}/{SERVER_CPU}: {res['pinned']}; "
+        f"load average at start {res['loadavg_start']}, end {res['loadavg_end']}; "
+        f"run took {res['elapsed_s']:.0f} s."
+    )
+    return "\n".join([header, *rows, *notes]), verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="llmrouter client overhead benchmark")
+    parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    # Internal: the worker processes.
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rss", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-streams", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-chunks", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker, args.base, args.cpu)
+        return
+    if args.rss:
+        rss_main(*args.rss, args.base, args.cpu, args.rss_streams, args.rss_chunks)
+        return
+
+    cfg = QUICK if args.quick else FULL
+    print(f"llmrouter overhead benchmark ({'quick' if args.quick else 'full'})", file=sys.stderr)
+    results = run_benchmarks(dict(cfg), pin=not args.no_pin)
+    table, verdicts = build_table(results)
+    results["verdicts"] = verdicts
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
