@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -205,10 +206,8 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=None, help="pin the server to this CPU")
     args = parser.parse_args()
     pin(args.cpu)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

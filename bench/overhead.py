@@ -72,31 +72,54 @@ SERVER_CPU = 1
 
 FULL = {
     "import_runs": 5,
-    "rounds": 3,
-    "seq_n": 500,
-    "seq_warmup": 100,
+    "cold_runs": 5,
+    "rounds": 5,
+    # The openai SDK parses chunks ~10x slower than the rest and, in (e), holds the event
+    # loop for a whole buffered stream at a time: it runs fewer rounds to keep the run short.
+    "openai_rounds": 2,
+    "slices": 5,
+    "seq_n": 200,
+    "seq_warmup": 50,
     "concurrency": 200,
-    "window_s": 1.0,
-    "warmup_s": 0.3,
+    "window_s": 0.6,
+    "warmup_s": 0.2,
     "stream_chunks": 200,
-    "stream_n": 40,
-    "stream_warmup": 5,
+    "stream_n": 15,
+    "stream_warmup": 3,
     "streams_concurrency": 100,
-    "streams_window_s": 1.5,
+    "streams_window_s": 0.8,
     "rss_streams": 500,
     "rss_chunks": 50,
+    # Which libraries run phases (b)-(e), and which (library, mode) pairs get an RSS process.
+    "libs": ["httpx2", "aiohttp", "openai", "llmrouter"],
+    "rss": [
+        ["httpx2", "sync"],
+        ["openai", "sync"],
+        ["llmrouter", "sync"],
+        ["httpx2", "async"],
+        ["aiohttp", "async"],
+        ["openai", "async"],
+        ["llmrouter", "async"],
+    ],
 }
+# --quick: one round, fewer samples, the cold start sampled once, shorter streams in the RSS
+# test (so its ratios differ a little from a full run's), and the openai SDK (several times
+# slower per chunk than the rest) only in the import rows: what the targets compare remains.
 QUICK = {
     **FULL,
     "import_runs": 3,
+    "cold_runs": 1,
     "rounds": 1,
+    "openai_rounds": 1,
     "seq_n": 300,
-    "seq_warmup": 50,
-    "window_s": 0.6,
-    "warmup_s": 0.2,
-    "stream_n": 15,
-    "stream_warmup": 3,
-    "streams_window_s": 0.8,
+    "rss_chunks": 20,
+    "libs": ["httpx2", "aiohttp", "llmrouter"],
+    "rss": [
+        ["httpx2", "sync"],
+        ["llmrouter", "sync"],
+        ["aiohttp", "async"],
+        ["llmrouter", "async"],
+    ],
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -147,9 +170,14 @@ class Httpx2Sync:
         assert json.loads(r.content)["choices"][0]["message"]["content"]
 
     def open_stream(self, stack: contextlib.ExitStack, n: int) -> Any:
-        r = stack.enter_context(self.client.stream("POST", "/chat/completions", json=_body(True, n)))
+        r = stack.enter_context(
+            self.client.stream("POST", "/chat/completions", json=_body(True, n))
+        )
         r.raise_for_status()
         return _sse_text(r.iter_lines())
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class OpenAISync:
@@ -168,6 +196,9 @@ class OpenAISync:
         )
         return iter(stack.enter_context(s))
 
+    def close(self) -> None:
+        self.client.close()
+
 
 class RouterSync:
     def __init__(self, base: str) -> None:
@@ -182,6 +213,9 @@ class RouterSync:
     def open_stream(self, stack: contextlib.ExitStack, n: int) -> Any:
         s = self.client.chat.completions.create(messages=MESSAGES, max_tokens=n, stream=True)
         return iter(stack.enter_context(s))
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Httpx2Async:
@@ -202,6 +236,9 @@ class Httpx2Async:
         r.raise_for_status()
         return _asse_text(r.aiter_lines())
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
 
 class AiohttpAsync:
     def __init__(self, base: str) -> None:
@@ -221,6 +258,9 @@ class AiohttpAsync:
         r.raise_for_status()
         return _asse_bytes(r.content)
 
+    async def aclose(self) -> None:
+        await self.session.close()
+
 
 class OpenAIAsync:
     def __init__(self, base: str) -> None:
@@ -229,9 +269,7 @@ class OpenAIAsync:
         self.client = AsyncOpenAI(base_url=base, api_key="bench", max_retries=0, timeout=60)
 
     async def request(self) -> None:
-        r = await self.client.chat.completions.create(
-            model=MODEL, messages=MESSAGES, max_tokens=16
-        )
+        r = await self.client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16)
         assert r.choices[0].message.content
 
     async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
@@ -239,6 +277,9 @@ class OpenAIAsync:
             model=MODEL, messages=MESSAGES, max_tokens=n, stream=True
         )
         return await stack.enter_async_context(s)
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 class RouterAsync:
@@ -252,10 +293,11 @@ class RouterAsync:
         assert r.choices[0].message.content
 
     async def open_stream(self, stack: contextlib.AsyncExitStack, n: int) -> Any:
-        s = await self.client.chat.completions.create(
-            messages=MESSAGES, max_tokens=n, stream=True
-        )
+        s = await self.client.chat.completions.create(messages=MESSAGES, max_tokens=n, stream=True)
         return await stack.enter_async_context(s)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 # library -> (sync adapter, async adapter); the columns of the report, in order.
@@ -280,11 +322,22 @@ def _drain_sync(adapter: Any, n: int) -> int:
     return count
 
 
-async def _drain_async(adapter: Any, n: int) -> int:
+class Counter:
+    """Units of work done, shared by the tasks of one measurement."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+async def _drain_async(adapter: Any, n: int, counter: Counter | None = None) -> int:
+    counter = counter or Counter()
     count = 0
     async with contextlib.AsyncExitStack() as stack:
         async for _ in await adapter.open_stream(stack, n):
             count += 1
+            counter.n += 1  # per chunk, so a window boundary can fall mid-stream
     if count != n:
         raise AssertionError(f"expected {n} chunks, got {count}")
     return count
@@ -298,8 +351,8 @@ def seq_sync(adapter: Any, n: int, warmup: int) -> dict[str, float]:
     for _ in range(n):
         t0 = clock()
         adapter.request()
-        samples.append(clock() - t0)
-    return {"us": statistics.median(samples) / 1000}
+        samples.append((clock() - t0) / 1000)
+    return {"us": statistics.median(samples), "samples": samples}
 
 
 async def seq_async(adapter: Any, n: int, warmup: int) -> dict[str, float]:
@@ -310,38 +363,43 @@ async def seq_async(adapter: Any, n: int, warmup: int) -> dict[str, float]:
     for _ in range(n):
         t0 = clock()
         await adapter.request()
-        samples.append(clock() - t0)
-    return {"us": statistics.median(samples) / 1000}
+        samples.append((clock() - t0) / 1000)
+    return {"us": statistics.median(samples), "samples": samples}
 
 
 async def _windowed(
-    work: Callable[[], Any], concurrency: int, warmup_s: float, window_s: float
+    work: Callable[[Counter], Any], concurrency: int, warmup_s: float, window_s: float
 ) -> float:
-    """Run ``concurrency`` loops of ``work`` (which returns units done); units/s in the window."""
-    done = 0
-    stop = False
+    """Run ``concurrency`` loops of ``work`` (which counts what it does); units/s in the window.
+
+    The window is measured from when this task actually wakes up, so a client that holds the
+    event loop for long stretches overshoots the window but is still counted correctly.
+    """
+    counter = Counter()
 
     async def loop() -> None:
-        nonlocal done
-        while not stop:
-            done += await work()
+        while True:
+            await work(counter)
 
     tasks = [asyncio.ensure_future(loop()) for _ in range(concurrency)]
     await asyncio.sleep(warmup_s)
-    start_done, start = done, time.perf_counter()
+    start_done, start = counter.n, time.perf_counter()
     await asyncio.sleep(window_s)
-    end_done, end = done, time.perf_counter()
-    stop = True
-    await asyncio.gather(*tasks)
+    end_done, end = counter.n, time.perf_counter()
+    # Cancel rather than wait for in-flight work to finish: a slow client would otherwise
+    # spend seconds draining; every client closes a cancelled stream's connection.
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     return (end_done - start_done) / (end - start)
 
 
 async def conc_async(
     adapter: Any, concurrency: int, warmup_s: float, window_s: float
 ) -> dict[str, float]:
-    async def one() -> int:
+    async def one(counter: Counter) -> None:
         await adapter.request()
-        return 1
+        counter.n += 1
 
     return {"rps": await _windowed(one, concurrency, warmup_s, window_s)}
 
@@ -353,17 +411,15 @@ def stream_sync(adapter: Any, chunks: int, n: int, warmup: int) -> dict[str, flo
     for _ in range(n):
         t0 = time.perf_counter_ns()
         _drain_sync(adapter, chunks)
-        samples.append((time.perf_counter_ns() - t0) / chunks)
-    return {"us": statistics.median(samples) / 1000}
+        samples.append((time.perf_counter_ns() - t0) / chunks / 1000)
+    return {"us": statistics.median(samples), "samples": samples}
 
 
 async def streams_async(
     adapter: Any, concurrency: int, chunks: int, warmup_s: float, window_s: float
 ) -> dict[str, float]:
-    # Counted per completed stream: with 100 streams in flight and a window of several stream
-    # lifetimes, the edge effect is small and the count costs nothing per chunk.
-    async def one() -> int:
-        return await _drain_async(adapter, chunks)
+    async def one(counter: Counter) -> None:
+        await _drain_async(adapter, chunks, counter)
 
     return {"chunks_per_s": await _windowed(one, concurrency, warmup_s, window_s)}
 
@@ -391,6 +447,7 @@ def worker_main(lib: str, base: str, cpu: int | None) -> None:
         cmd = json.loads(line)
         phase, params = cmd["phase"], cmd["params"]
         gc.collect()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         if phase == "seq_sync":
             result = seq_sync(sync, **params)
         elif phase == "stream_sync":
@@ -398,7 +455,15 @@ def worker_main(lib: str, base: str, cpu: int | None) -> None:
         else:
             fn = {"seq_async": seq_async, "conc_async": conc_async, "streams_async": streams_async}
             result = loop.run_until_complete(fn[phase](aio, **params))
+        # The share of wall time this process got the CPU: well under 1 in a throughput phase
+        # means something else ran on the client's CPU.
+        result["cpu_share"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         print(RESULT + json.dumps(result), flush=True)
+    if sync is not None:
+        sync.close()
+    if aio is not None:
+        loop.run_until_complete(aio.aclose())
+    loop.close()
 
 
 def rss_main(lib: str, mode: str, base: str, cpu: int | None, streams: int, chunks: int) -> None:
@@ -424,6 +489,7 @@ def rss_main(lib: str, mode: str, base: str, cpu: int | None, streams: int, chun
             for it in iterators:
                 if sum(1 for _ in it) != chunks - 1:
                     raise AssertionError("short stream")
+        adapter.close()
     else:
 
         async def run() -> int:
@@ -450,6 +516,7 @@ def rss_main(lib: str, mode: str, base: str, cpu: int | None, streams: int, chun
                     raise AssertionError("short stream")
 
             await asyncio.gather(*(one() for _ in range(streams)))
+            await adapter.aclose()
             return base_kib
 
         base_kib = asyncio.run(run())
@@ -565,17 +632,18 @@ def _time_code(code: str) -> float:
     return float(out.stdout.strip()) * 1000
 
 
-def time_imports(runs: int, base: str) -> dict[str, Any]:
+def time_imports(runs: int, cold_runs: int, base: str) -> dict[str, Any]:
     codes = {f"import:{k}": v for k, v in IMPORTS.items()}
     body = _body(False)
     for lib, template in COLD.items():
         codes[f"cold:{lib}"] = template.format(base=base, body=body, msgs=MESSAGES)
     samples: dict[str, list[float]] = {k: [] for k in codes}
-    for code in codes.values():  # warm the bytecode caches
+    for code in IMPORTS.values():  # warm the bytecode and page caches
         _time_code(code)
-    for _ in range(runs):
+    for i in range(max(runs, cold_runs)):
         for key, code in codes.items():  # interleaved
-            samples[key].append(_time_code(code))
+            if i < (cold_runs if key.startswith("cold:") else runs):
+                samples[key].append(_time_code(code))
     return {k: {"ms": statistics.median(v), "samples": v} for k, v in samples.items()}
 
 
@@ -603,17 +671,18 @@ def run_benchmarks(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
         "pinned": pin,
         "python": platform.python_version(),
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "server_busy": [],
+        "cpu": [],
     }
     workers: dict[str, Worker] = {}
     try:
         t0 = time.perf_counter()
-        results["imports"] = time_imports(cfg["import_runs"], base)
+        results["imports"] = time_imports(cfg["import_runs"], cfg["cold_runs"], base)
         print(f"  imports done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-        workers = {lib: Worker(lib, base, client_cpu) for lib in LIBS}
+        workers = {lib: Worker(lib, base, client_cpu) for lib in cfg["libs"]}
         for w in workers.values():
             w.wait_ready()
+        print(f"  workers ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         plan: list[tuple[str, str, dict[str, Any]]] = [
             ("seq_sync", "us", {"n": cfg["seq_n"], "warmup": cfg["seq_warmup"]}),
             ("seq_async", "us", {"n": cfg["seq_n"], "warmup": cfg["seq_warmup"]}),
@@ -629,7 +698,11 @@ def run_benchmarks(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
             (
                 "stream_sync",
                 "us",
-                {"chunks": cfg["stream_chunks"], "n": cfg["stream_n"], "warmup": cfg["stream_warmup"]},
+                {
+                    "chunks": cfg["stream_chunks"],
+                    "n": cfg["stream_n"],
+                    "warmup": cfg["stream_warmup"],
+                },
             ),
             (
                 "streams_async",
@@ -648,15 +721,40 @@ def run_benchmarks(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
             if r % 2:
                 order.reverse()  # alternate the order so no library always goes first
             for phase, key, params in plan:
-                for w in order:
-                    sync_cls, async_cls = LIBS[w.lib]
-                    if (sync_cls if phase.endswith("_sync") else async_cls) is None:
-                        continue
-                    cpu0, wall0 = _proc_cpu_s(server.pid), time.perf_counter()
-                    value = w.run(phase, **params)[key]
-                    busy = (_proc_cpu_s(server.pid) - cpu0) / (time.perf_counter() - wall0)
-                    results["server_busy"].append([phase, w.lib, round(busy, 3)])
-                    rounds[phase].setdefault(w.lib, []).append(value)
+                # Latency phases run in slices, the libraries taking turns, so a burst of
+                # other work on the machine hits them all alike; throughput phases run whole.
+                slices = cfg["slices"] if "n" in params else 1
+                samples: dict[str, list[float]] = {}
+                for part in range(slices):
+                    for w in order:
+                        sync_cls, async_cls = LIBS[w.lib]
+                        if (sync_cls if phase.endswith("_sync") else async_cls) is None:
+                            continue
+                        if w.lib == "openai" and r >= cfg["openai_rounds"]:
+                            continue
+                        p = dict(params)
+                        if slices > 1:
+                            p["n"] = max(1, params["n"] // slices)
+                            p["warmup"] = params["warmup"] if part == 0 else 2
+                        cpu0, wall0 = _proc_cpu_s(server.pid), time.perf_counter()
+                        answer = w.run(phase, **p)
+                        wall = time.perf_counter() - wall0
+                        busy = (_proc_cpu_s(server.pid) - cpu0) / wall
+                        results["cpu"].append(
+                            {
+                                "phase": phase,
+                                "lib": w.lib,
+                                "wall_s": round(wall, 2),
+                                "server": round(busy, 3),
+                                "client": round(answer["cpu_share"], 3),
+                            }
+                        )
+                        if "samples" in answer:
+                            samples.setdefault(w.lib, []).extend(answer["samples"])
+                        else:
+                            rounds[phase].setdefault(w.lib, []).append(answer[key])
+                for lib, values in samples.items():
+                    rounds[phase].setdefault(lib, []).append(statistics.median(values))
             print(f"  round {r + 1} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         for phase, per_lib in rounds.items():
             results[phase] = {
@@ -668,11 +766,8 @@ def run_benchmarks(cfg: dict[str, Any], pin: bool) -> dict[str, Any]:
 
         results["rss_sync"] = {}
         results["rss_async"] = {}
-        for lib, (sync_cls, async_cls) in LIBS.items():
-            if sync_cls is not None:
-                results["rss_sync"][lib] = measure_rss(lib, "sync", base, client_cpu, cfg)
-            if async_cls is not None:
-                results["rss_async"][lib] = measure_rss(lib, "async", base, client_cpu, cfg)
+        for lib, mode in cfg["rss"]:
+            results[f"rss_{mode}"][lib] = measure_rss(lib, mode, base, client_cpu, cfg)
         print(f"  rss done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         results["elapsed_s"] = time.perf_counter() - t0
     finally:
@@ -711,6 +806,20 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             return None
         return entry.get("value", entry.get("ms", entry.get("mib")))
 
+    def paired(section: str, base: str, op: Callable[[float, float], float]) -> float:
+        """Median over rounds of op(llmrouter, base), each pair measured in the same round."""
+        if section.startswith("import:"):
+            mine, theirs = imp[section]["samples"], imp[f"import:{base}"]["samples"]
+        else:
+            mine, theirs = res[section]["llmrouter"]["rounds"], res[section][base]["rounds"]
+        return statistics.median(op(x, y) for x, y in zip(mine, theirs, strict=True))
+
+    def ratio_of(x: float, y: float) -> float:
+        return x / y
+
+    def diff_of(x: float, y: float) -> float:
+        return x - y
+
     verdicts: list[dict[str, Any]] = []
     rows = []
 
@@ -731,7 +840,7 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
     # (a) import
     a = {lib: imp[f"import:{lib}"]["ms"] for lib in ("httpx2", "aiohttp", "openai", "llmrouter")}
-    ratio = a["llmrouter"] / a["openai"]
+    ratio = paired("import:llmrouter", "openai", ratio_of)
     row(
         "(a) import (`import llmrouter; from llmrouter import Client`)",
         "ms",
@@ -760,7 +869,7 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     )
     # (b)
     b = {lib: val("seq_sync", lib) for lib in LIBS}
-    diff = b["llmrouter"] - b["httpx2"]  # type: ignore[operator]
+    diff = paired("seq_sync", "httpx2", diff_of)
     row(
         "(b) sync request, sequential (median)",
         "us",
@@ -774,12 +883,12 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         "(b) async request, sequential (median)",
         "us",
         b2,
-        f"{b2['llmrouter'] - b2['aiohttp']:+.0f} µs vs aiohttp",  # type: ignore[operator]
+        f"{paired('seq_async', 'aiohttp', diff_of):+.0f} µs vs aiohttp",
         "—",
         None,
     )
     c = {lib: val("conc_async", lib) for lib in LIBS}
-    ratio = c["llmrouter"] / c["aiohttp"]  # type: ignore[operator]
+    ratio = paired("conc_async", "aiohttp", ratio_of)
     row(
         f"(c) async requests/s, concurrency {res['config']['concurrency']}",
         "/s",
@@ -789,7 +898,7 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         ratio >= 0.8,
     )
     d = {lib: val("stream_sync", lib) for lib in LIBS}
-    ratio = d["llmrouter"] / d["httpx2"]  # type: ignore[operator]
+    ratio = paired("stream_sync", "httpx2", ratio_of)
     row(
         f"(d) sync per-chunk time, {res['config']['stream_chunks']}-chunk stream",
         "us",
@@ -799,7 +908,7 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         ratio <= 1.5,
     )
     e = {lib: val("streams_async", lib) for lib in LIBS}
-    ratio = e["llmrouter"] / e["aiohttp"]  # type: ignore[operator]
+    ratio = paired("streams_async", "aiohttp", ratio_of)
     row(
         f"(e) async chunks/s, {res['config']['streams_concurrency']} concurrent streams",
         "/s",
@@ -829,6 +938,16 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         "<= 1.20x aiohttp",
         ratio <= 1.2,
     )
+    for mode, raw in (("sync", "httpx2"), ("async", "aiohttp")):
+        grow = {lib: v["mib"] - v["base_mib"] for lib, v in res[f"rss_{mode}"].items()}
+        row(
+            f"(f) RSS growth from the {n} streams (peak - after warm-up), {mode} (info)",
+            "MiB",
+            grow,
+            f"{grow['llmrouter'] / grow[raw]:.2f}x {raw}",
+            "—",
+            None,
+        )
 
     header = (
         "| metric | raw httpx2 | raw aiohttp | openai SDK | llmrouter | llmrouter vs baseline "
@@ -836,26 +955,31 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     )
     notes = [
         "",
-        "Async rows use httpx2.AsyncClient / AsyncOpenAI / llmrouter.AsyncClient; "
-        "(c) and (e) are medians over rounds.",
-        "RSS after import + warm-up (before the streams), MiB: "
-        + ", ".join(
-            f"{mode} {lib} {v['base_mib']:.1f}"
-            for mode in ("sync", "async")
-            for lib, v in res[f"rss_{mode}"].items()
-        ),
+        "Async rows use httpx2.AsyncClient / AsyncOpenAI / llmrouter.AsyncClient. Values in "
+        "(a)-(e) are medians over samples/rounds; 'vs baseline' is the median of per-round "
+        "pairs (same run, same round), so drift on a shared machine cancels out. (f) is one "
+        f"fresh process per client. The openai SDK ran {res['config']['openai_rounds']} of "
+        f"{res['config']['rounds']} rounds.",
     ]
-    busiest = max(res["server_busy"], key=lambda x: x[2]) if res["server_busy"] else None
-    if busiest:
-        notes.append(
-            f"Fake server CPU, busiest measurement: {busiest[2] * 100:.0f}% of one core "
-            f"({busiest[0]}, {busiest[1]})"
-            + (
-                " — near saturation: throughput rows may be server-bound."
-                if busiest[2] > 0.9
-                else "."
-            )
+    cpu = res["cpu"]
+    if cpu:
+        busiest = max(cpu, key=lambda x: x["server"])
+        note = (
+            f"Fake server CPU, busiest measurement: {busiest['server'] * 100:.0f}% of one core "
+            f"({busiest['phase']}, {busiest['lib']})"
         )
+        if busiest["server"] > 0.9:
+            note += " — near saturation: throughput rows may measure the server."
+        loaded = [x for x in cpu if x["phase"] in ("conc_async", "streams_async")]
+        if loaded:
+            least = min(loaded, key=lambda x: x["client"])
+            note += (
+                f"; client CPU share in the throughput phases: lowest "
+                f"{least['client'] * 100:.0f}% ({least['phase']}, {least['lib']})"
+            )
+            if least["client"] < 0.8:
+                note += " — something else was using the client's CPU: rerun when idle"
+        notes.append(note + ".")
     notes.append(
         f"Pinned client/server to CPU {CLIENT_CPU}/{SERVER_CPU}: {res['pinned']}; "
         f"load average at start {res['loadavg_start']}, end {res['loadavg_end']}; "

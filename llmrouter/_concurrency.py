@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = [
+    "AsyncSleep",
     "AsyncThreadIterator",
+    "Sleep",
     "ThreadIterator",
+    "asleep",
     "athread_call",
     "athread_iter",
+    "sleep",
     "thread_call",
     "thread_iter",
 ]
+
+AsyncSleep = Callable[[float], Awaitable[None]]
+Sleep = Callable[[float], None]
+asleep: AsyncSleep = asyncio.sleep
+sleep: Sleep = time.sleep
 
 T = TypeVar("T")
 _END = object()

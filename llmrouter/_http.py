@@ -49,7 +49,11 @@ class HTTPRequest:
         body: the encoded body, if any.
         backend: the backend's display name, for error messages.
         connect_timeout: seconds to connect.
-        read_timeout: seconds of silence tolerated while waiting for or reading the response.
+        first_byte_timeout: seconds from sending to the response headers (aiohttp: to the
+            first body chunk too, via :meth:`AsyncResponse.first_chunk_received`).
+        read_timeout: seconds of silence tolerated while reading the body afterwards.
+
+    The driver sets the timeouts (codecs leave them alone), capped by the request's deadline.
     """
 
     method: str
@@ -58,6 +62,7 @@ class HTTPRequest:
     body: bytes | None = None
     backend: str = ""
     connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
     read_timeout: float | None = None
 
 
@@ -113,10 +118,18 @@ def _httpx_error(exc: BaseException, request: HTTPRequest) -> Exception:
 def _httpx_timeout(request: HTTPRequest) -> dict[str, float | None]:
     return {
         "connect": request.connect_timeout,
-        "read": request.read_timeout,
-        "write": request.read_timeout,
+        "read": request.first_byte_timeout,
+        "write": request.first_byte_timeout,
         "pool": request.connect_timeout,
     }
+
+
+def _body_timeout(timeouts: dict[str, float | None], request: HTTPRequest) -> None:
+    # httpcore reads the "read" timeout when the body is first read, after send() returned:
+    # from here on the idle timeout applies (or, without one, the first-byte deadline still
+    # bounds every read). httpx cannot change it again mid-body, so for a stream the first
+    # chunk waits at most this long too.
+    timeouts["read"] = request.read_timeout or request.first_byte_timeout
 
 
 class _HttpxSyncResponse:
@@ -178,17 +191,19 @@ class SyncHTTPTransport:
 
     def send(self, request: HTTPRequest) -> SyncResponse:
         client = self._get_client()
+        timeouts = _httpx_timeout(request)
         req = client.build_request(
             request.method,
             request.url,
             headers=request.headers,
             content=request.body,
-            extensions={"timeout": _httpx_timeout(request)},
+            extensions={"timeout": timeouts},
         )
         try:
             response = client.send(req, stream=True)
         except _httpx_errors() as exc:
             raise _httpx_error(exc, request) from exc
+        _body_timeout(timeouts, request)
         return _HttpxSyncResponse(response, request)
 
     def close(self) -> None:
@@ -252,17 +267,19 @@ class HttpxAsyncTransport:
 
     async def send(self, request: HTTPRequest) -> AsyncResponse:
         client = self._get_client()
+        timeouts = _httpx_timeout(request)
         req = client.build_request(
             request.method,
             request.url,
             headers=request.headers,
             content=request.body,
-            extensions={"timeout": _httpx_timeout(request)},
+            extensions={"timeout": timeouts},
         )
         try:
             response = await client.send(req, stream=True)
         except _httpx_errors() as exc:
             raise _httpx_error(exc, request) from exc
+        _body_timeout(timeouts, request)
         return _HttpxAsyncResponse(response, request)
 
     async def aclose(self) -> None:
@@ -307,11 +324,16 @@ class _AiohttpResponse:
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         content = self._response.content
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    return
+            chunk = await content.readany()
+            if not chunk:
+                return
+            # The first chunk is in: from now on the idle timeout applies, not the TTFT one.
+            protocol = getattr(self._response.connection, "protocol", None)
+            if protocol is not None:
+                protocol.read_timeout = self._request.read_timeout
+            while chunk:
                 yield chunk
+                chunk = await content.readany()
         except _aiohttp_errors() as exc:
             raise _aiohttp_error(exc, self._request) from exc
 
@@ -355,7 +377,7 @@ class AsyncHTTPTransport:
 
         session = self._get_session()
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=request.connect_timeout, sock_read=request.read_timeout
+            total=None, sock_connect=request.connect_timeout, sock_read=request.first_byte_timeout
         )
         try:
             response = await session.request(

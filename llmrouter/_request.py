@@ -23,14 +23,39 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 # Every body field of the OpenAI chat API (openai-chat.md section 1), less model/messages/stream.
 BODY_PARAMS = frozenset(
     {
-        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
-        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
-        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
-        "stop", "store", "stream_options", "temperature", "tool_choice", "tools",
-        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
     }
-)  # fmt: skip
+)
 
 _CALL_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "timeout"})
 _TEXT_PART_ROLES = frozenset({"system", "developer", "tool"})
@@ -115,8 +140,9 @@ def _as_dict(message: Any, where: str) -> dict[str, Any]:
         result = dump(exclude_none=True)
         if isinstance(result, dict):
             return result
-    raise _fail(f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}",
-                where)  # fmt: skip
+    raise _fail(
+        f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}", where
+    )
 
 
 def _check_content(role: str, content: Any, where: str) -> None:
@@ -165,8 +191,10 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
         else:
             _check_content(role, message.get("content"), where)
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise _fail(f"{where}.tool_call_id: required (a string) for role 'tool'",
-                        f"{where}.tool_call_id")  # fmt: skip
+            raise _fail(
+                f"{where}.tool_call_id: required (a string) for role 'tool'",
+                f"{where}.tool_call_id",
+            )
     return result
 
 
@@ -176,8 +204,10 @@ def _check_tool_calls(calls: Any, where: str) -> None:
     for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _fail(f"{where}.tool_calls[{j}].function.name: expected a string",
-                        f"{where}.tool_calls[{j}]")  # fmt: skip
+            raise _fail(
+                f"{where}.tool_calls[{j}].function.name: expected a string",
+                f"{where}.tool_calls[{j}]",
+            )
         if not isinstance(fn.get("arguments", ""), str):
             raise _fail(
                 f"{where}.tool_calls[{j}].function.arguments: expected a JSON string",
@@ -243,8 +273,10 @@ def _check_params(params: Mapping[str, Any]) -> None:
                 "response_format",
             )
         if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
-            raise _fail("response_format.json_schema: required for type 'json_schema'",
-                        "response_format.json_schema")  # fmt: skip
+            raise _fail(
+                "response_format.json_schema: required for type 'json_schema'",
+                "response_format.json_schema",
+            )
     if params.get("top_logprobs") is not None and not params.get("logprobs"):
         raise _fail("top_logprobs: requires logprobs=True", "top_logprobs")
 

@@ -10,6 +10,7 @@ date) and ``x-should-retry``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -39,24 +40,33 @@ _CONTEXT_MARKERS = (
     "input validation error: `inputs` tokens + `max_new_tokens`",
 )
 
+# OpenAI's error code and llama.cpp's error type for an over-long prompt.
+_CONTEXT_CODES = ("context_length_exceeded", "exceed_context_size_error")
+
 _MAX_BODY_TEXT = 500
+
+
+def _finite(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        ms = _finite(raw_ms)
+        if ms is not None:
+            return max(ms / 1000.0, 0.0)
     raw = headers.get("retry-after")
     if not raw:
         return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
+    seconds = _finite(raw)
+    if seconds is not None:
+        return max(seconds, 0.0)
     try:
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError):
@@ -106,11 +116,14 @@ def error_from_status(
         body = text
     message, error_type = _message_of(body, text)
     lowered = message.lower()
+    inner = body.get("error") if isinstance(body, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
     cls: type[StatusError]
     if status in (400, 413, 422):
-        is_context = any(m in lowered for m in _CONTEXT_MARKERS) or error_type in (
-            "exceed_context_size_error",
-            "context_length_exceeded",
+        is_context = (
+            any(m in lowered for m in _CONTEXT_MARKERS)
+            or error_type in _CONTEXT_CODES
+            or code in _CONTEXT_CODES
         )
         cls = ContextLengthError if is_context else BadRequestError
     elif status in (401, 403):
@@ -126,9 +139,10 @@ def error_from_status(
     else:
         cls = StatusError
     retryable: bool | None = True if status in (408, 409) else None
-    should_retry = headers.get("x-should-retry")
-    if should_retry in ("true", "false"):
-        retryable = should_retry == "true"
+    header = headers.get("x-should-retry")
+    should_retry = None if header not in ("true", "false") else header == "true"
+    if should_retry is not None:
+        retryable = should_retry
     request_id = (
         headers.get("x-request-id") or headers.get("request-id") or headers.get("x-amzn-requestid")
     )
@@ -141,4 +155,5 @@ def error_from_status(
         request_id=request_id,
         error_type=error_type,
         retryable=retryable,
+        should_retry=should_retry,
     )

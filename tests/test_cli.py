@@ -14,18 +14,31 @@ SYSTEM = "You are a helpful assistant. Answer in one short sentence."
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("LLMROUTER_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")}  # fmt: skip
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LLMROUTER_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+    }
     return subprocess.run(
         [sys.executable, "-m", "llmrouter", *args],
-        capture_output=True, text=True, timeout=180, env={**clean, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**clean, **(env or {})},
+    )
 
 
 @pytest.mark.llama_server
 def test_chat_streams_from_the_configured_server(llama_server: str) -> None:
-    out = _run("chat", "What is the capital of France?", "--system", SYSTEM,
-               "--temperature", "0", env={"LLMROUTER_URL": llama_server})  # fmt: skip
+    out = _run(
+        "chat",
+        "What is the capital of France?",
+        "--system",
+        SYSTEM,
+        "--temperature",
+        "0",
+        env={"LLMROUTER_URL": llama_server},
+    )
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
     assert llama_server in out.stderr  # the route goes to stderr, the answer to stdout
@@ -33,11 +46,22 @@ def test_chat_streams_from_the_configured_server(llama_server: str) -> None:
 
 @pytest.mark.llama_server
 def test_chat_json_prints_the_response(llama_server: str) -> None:
-    out = _run("chat", "What is the capital of France?", "--system", SYSTEM, "--json",
-               "--temperature", "0", "--url", llama_server)  # fmt: skip
+    out = _run(
+        "chat",
+        "What is the capital of France?",
+        "--system",
+        SYSTEM,
+        "--json",
+        "--temperature",
+        "0",
+        "--url",
+        llama_server,
+    )
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
-    assert body["object"] == "chat.completion" and "Paris" in body["choices"][0]["message"]["content"]
+    assert (
+        body["object"] == "chat.completion" and "Paris" in body["choices"][0]["message"]["content"]
+    )
 
 
 @pytest.mark.local_engine

@@ -100,8 +100,15 @@ def test_bad_urls_say_what_was_expected(url: str, message: str) -> None:
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         parse_backend("grpc://x", {})
-    for scheme in ("http://", "https://", "openai://", "vllm://", "llamacpp://", "tgi://",
-                   "local://"):  # fmt: skip
+    for scheme in (
+        "http://",
+        "https://",
+        "openai://",
+        "vllm://",
+        "llamacpp://",
+        "tgi://",
+        "local://",
+    ):
         assert scheme in str(info.value)
 
 
@@ -137,16 +144,23 @@ def test_backends_list_accepts_specs_and_urls() -> None:
 
 
 def test_llmrouter_url_comes_first() -> None:
-    env = {"LLMROUTER_URL": "vllm://a, vllm://b", "OPENAI_BASE_URL": "http://x/v1",
-           "OPENAI_API_KEY": KEY}  # fmt: skip
+    env = {
+        "LLMROUTER_URL": "vllm://a, vllm://b",
+        "OPENAI_BASE_URL": "http://x/v1",
+        "OPENAI_API_KEY": KEY,
+    }
     chain = resolve_chain(None, env)
     assert [g[0].base_url for g in chain] == ["http://a:8000/v1", "http://b:8000/v1"]
     assert all(g[0].api_key is None for g in chain)  # OPENAI_API_KEY does not leak to others
 
 
 def test_openai_base_url_is_honoured_like_the_sdk() -> None:
-    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": KEY,
-           "OPENAI_ORG_ID": "org-1", "OPENAI_PROJECT_ID": "proj-1"}  # fmt: skip
+    env = {
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_ORG_ID": "org-1",
+        "OPENAI_PROJECT_ID": "proj-1",
+    }
     (spec,) = resolve_chain(None, env)[0]
     assert spec.base_url == "http://127.0.0.1:9/v1"
     assert spec.api_key == Secret(KEY)

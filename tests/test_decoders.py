@@ -143,7 +143,7 @@ def test_any_split_gives_the_same_events(
     raw, expected = _render(events, newline)
     assert decode(raw) == expected
     points = sorted({c % (len(raw) + 1) for c in cuts})
-    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)])]
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     assert decode(*pieces) == expected
 
 

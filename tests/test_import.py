@@ -6,8 +6,20 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["vllm", "llama_cpp", "botocore", "boto3", "openai", "anthropic", "redis", "fastapi",
-         "aiohttp", "torch", "transformers", "huggingface_hub"]  # fmt: skip
+HEAVY = [
+    "vllm",
+    "llama_cpp",
+    "botocore",
+    "boto3",
+    "openai",
+    "anthropic",
+    "redis",
+    "fastapi",
+    "aiohttp",
+    "torch",
+    "transformers",
+    "huggingface_hub",
+]
 
 
 def _loaded_after(code: str) -> set[str]:

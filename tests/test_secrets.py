@@ -10,6 +10,7 @@ import pytest
 from llmrouter import AllBackendsFailedError, AuthenticationError, Client
 from llmrouter._http import SyncHTTPTransport
 from llmrouter.config import parse_backend
+from llmrouter.policy import RetryPolicy
 
 KEY = "sk-live-TOPSECRET-abcdef0123456789"
 
@@ -31,15 +32,24 @@ def test_key_is_sent_but_never_shown(
     client = Client(
         "http://a.test/v1?model=m&api_key_env=MY_KEY, openai+http://b.test?model=m",
         transport=SyncHTTPTransport(transport=httpx2.MockTransport(handler)),
+        retry_policy=RetryPolicy.testing(max_retries=0),
     )
     with pytest.raises(AllBackendsFailedError) as info:
         client.chat.completions.create(messages=[{"role": "user", "content": "hi"}])
     assert seen_auth == [f"Bearer {KEY}", f"Bearer {KEY}"]
     error = info.value
     assert isinstance(error.errors[0], AuthenticationError)
-    shown = [repr(client), str(client.backends), repr(client.backends[0]), str(error),
-             repr(error), *map(str, error.errors), *map(repr, error.errors),
-             *(a.describe() for a in error.attempts), caplog.text]  # fmt: skip
+    shown = [
+        repr(client),
+        str(client.backends),
+        repr(client.backends[0]),
+        str(error),
+        repr(error),
+        *map(str, error.errors),
+        *map(repr, error.errors),
+        *(a.describe() for a in error.attempts),
+        caplog.text,
+    ]
     for text in shown:
         assert KEY not in text
     assert "a.test" in str(error) and "b.test" in str(error)

@@ -33,13 +33,29 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"messages": ["hi"]}, "messages[0]", "expected a dict"),
     ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content", "got int"),
     ({"messages": [{"role": "user"}]}, "messages[0].content", "required"),
-    ({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content[0]", "only text parts"),  # fmt: skip
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
-     "messages[0].content[0].text", "expected a string"),  # fmt: skip
+    (
+        {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {}}]}]},
+        "messages[0].content[0]",
+        "only text parts",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+        "messages[0].content[0].text",
+        "expected a string",
+    ),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", "required"),
-    ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f",
-      "arguments": {"a": 1}}}]}]}, "messages[0].tool_calls[0]", "JSON string"),  # fmt: skip
+    (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}],
+                }
+            ]
+        },
+        "messages[0].tool_calls[0]",
+        "JSON string",
+    ),
     ({"temperature": 2.5}, "temperature", r"\[0, 2\]"),
     ({"temperature": -0.1}, "temperature", r"\[0, 2\]"),
     ({"temperature": "hot"}, "temperature", "expected a number"),
@@ -95,17 +111,36 @@ def test_valid_shapes_pass(client: Client) -> None:
         seen.append(json.loads(request.content))
         return httpx2.Response(500, json={"error": {"message": "stop here"}})
 
-    ok = Client("http://127.0.0.1:9/v1?model=m",
-                transport=SyncHTTPTransport(transport=httpx2.MockTransport(handler)))  # fmt: skip
+    ok = Client(
+        "http://127.0.0.1:9/v1?model=m",
+        transport=SyncHTTPTransport(transport=httpx2.MockTransport(handler)),
+    )
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-        {"role": "user", "content": [{"type": "text", "text": "hi"},
-                                     {"type": "image_url", "image_url": {"url": "data:x"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "data:x"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
-    ]  # fmt: skip
+    ]
     with pytest.raises(Exception, match="stop here"):
-        ok.chat.completions.create(messages=messages, temperature=0, top_p=1, stop=["x"],
-                                   max_completion_tokens=5, logprobs=True, top_logprobs=2)  # fmt: skip
+        ok.chat.completions.create(
+            messages=messages,
+            temperature=0,
+            top_p=1,
+            stop=["x"],
+            max_completion_tokens=5,
+            logprobs=True,
+            top_logprobs=2,
+        )
     assert seen[0]["messages"] == messages

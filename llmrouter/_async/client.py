@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -14,6 +14,8 @@ from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import CreateParams, build_request
 from llmrouter.config import BackendSpec, resolve_chain
 from llmrouter.errors import ConfigError
+from llmrouter.events import Event, EventSink
+from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
 from llmrouter.types import ChatCompletion, ModelList
 
 __all__ = ["AsyncClient"]
@@ -92,7 +94,18 @@ class AsyncClient:
         url: backend URLs, comma-separated in failover order (``"vllm://a:8000, openai://"``).
             Default: ``LLMROUTER_URL``, else ``OPENAI_BASE_URL``, else the embedded model.
         backends: the same as a list of URLs or :class:`BackendSpec` values.
-        timeout: default total deadline of a request in seconds, failover included.
+        timeout: total deadline of a request in seconds, retries and failover included
+            (default: the retry policy's, 60 s).
+        retry_policy: when and how long to retry (default :class:`RetryPolicy`; use
+            ``RetryPolicy.testing()`` in tests for zero waits).
+        retry_budget: the cap on retries across this client (default 20 % of recent requests
+            plus 10 per second).
+        balancing: how replicas of a ``|`` group share load: ``"least_outstanding"``
+            (default), ``"round_robin"`` or ``"latency"``.
+        circuit_breaker: makes each backend's breaker (default ``CircuitBreaker()``: open
+            after 5 consecutive failures or a 50 % failure rate over 20 calls, 30 s cooldown).
+        on_event: called with every :class:`~llmrouter.events.Event` (attempts, retries,
+            failovers, breaker changes); must be quick and must not raise.
         transport: the HTTP transport (default: aiohttp; ``HttpxAsyncTransport`` for httpx2).
 
     Raises:
@@ -105,6 +118,11 @@ class AsyncClient:
         *,
         backends: Sequence[str | BackendSpec] | None = None,
         timeout: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        balancing: Strategy = "least_outstanding",
+        circuit_breaker: Callable[[], CircuitBreaker] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         transport: AsyncHTTPTransport | None = None,
     ) -> None:
         if url is not None and backends is not None:
@@ -113,7 +131,20 @@ class AsyncClient:
             raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
         chain = resolve_chain(backends if backends is not None else url)
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
-        self._router = AsyncRouter(chain, transport or AsyncHTTPTransport(), timeout)
+        if balancing not in ("least_outstanding", "round_robin", "latency"):
+            raise ConfigError(
+                f"balancing={balancing!r}: expected 'least_outstanding', 'round_robin' or 'latency'"
+            )
+        self._router = AsyncRouter(
+            chain,
+            transport or AsyncHTTPTransport(),
+            timeout=timeout,
+            retry_policy=retry_policy,
+            budget=retry_budget,
+            balancing=balancing,
+            breaker_factory=circuit_breaker,
+            events=EventSink(on_event),
+        )
         self.chat = AsyncChat(self._router)
         self.models = AsyncModels(self._router)
 

@@ -6,10 +6,10 @@ from collections import deque
 from types import ModuleType
 from typing import Any
 
-from llmrouter._http import AsyncHTTPTransport, AsyncResponse
+from llmrouter._http import AsyncHTTPTransport, AsyncResponse, HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
-from llmrouter.errors import InvalidRequestError
+from llmrouter.errors import BackendError, BackendTimeoutError, InvalidRequestError
 from llmrouter.policy import Deadline
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -17,13 +17,22 @@ __all__ = ["AsyncHTTPBackend", "AsyncHTTPChunkSource"]
 
 
 class AsyncHTTPChunkSource:
-    """The chunks of one streamed response; ``aclose()`` drops the connection."""
+    """The chunks of one streamed response; ``aclose()`` releases the connection.
 
-    __slots__ = ("_bytes", "_closed", "_decoder", "_pending", "_response")
+    Iteration ends at ``[DONE]``. Closing afterwards reads the few bytes that finish the HTTP
+    exchange (as openai-python does), so the connection can be reused; closing earlier drops
+    the connection, since the server may still be writing into it.
+    """
 
-    def __init__(self, response: AsyncResponse, decoder: Any) -> None:
+    __slots__ = ("_backend", "_bytes", "_closed", "_deadline", "_decoder", "_pending", "_response")
+
+    def __init__(
+        self, response: AsyncResponse, decoder: Any, deadline: Deadline, backend: str
+    ) -> None:
+        self._backend = backend
         self._response = response
         self._decoder = decoder
+        self._deadline = deadline
         self._bytes = response.aiter_bytes()
         self._pending: deque[ChatCompletionChunk] = deque()
         self._closed = False
@@ -34,29 +43,49 @@ class AsyncHTTPChunkSource:
     async def __anext__(self) -> ChatCompletionChunk:
         pending = self._pending
         while not pending:
-            if self._closed:
+            decoder = self._decoder
+            if decoder.error is not None:
+                await self.aclose()
+                raise decoder.error
+            if self._closed or decoder.done:
                 raise StopAsyncIteration
             try:
                 data = await self._bytes.__anext__()
             except StopAsyncIteration:
                 self._closed = True
                 await self._response.aclose()
-                pending.extend(self._decoder.close())
+                pending.extend(decoder.close())
                 continue
             except BaseException:
                 await self.aclose()
                 raise
+            if self._deadline.expired():
+                await self.aclose()
+                raise BackendTimeoutError(
+                    "the request's total deadline passed mid-stream", backend=self._backend
+                )
             try:
-                pending.extend(self._decoder.feed(data))
+                pending.extend(decoder.feed(data))
             except BaseException:
                 await self.aclose()
                 raise
         return pending.popleft()
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._response.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        if self._decoder.done:
+            # Finish the exchange so the connection goes back to the pool.
+            try:
+                async for _ in self._bytes:
+                    pass
+            except BackendError:
+                pass
+        close_bytes = getattr(self._bytes, "aclose", None)  # a generator: finish it here
+        if close_bytes is not None:
+            await close_bytes()
+        await self._response.aclose()
 
 
 class AsyncHTTPBackend:
@@ -69,7 +98,15 @@ class AsyncHTTPBackend:
         self._codec = codec
         self._discovered: str | None = None
 
-    async def _send(self, http: Any) -> AsyncResponse:
+    def _timed(self, http: HTTPRequest, deadline: Deadline) -> HTTPRequest:
+        """Set the request's timeouts from this backend's settings, capped by the deadline."""
+        timeouts = self.spec.timeouts
+        http.connect_timeout = deadline.cap(timeouts.connect)
+        http.first_byte_timeout = deadline.cap(timeouts.ttft)
+        http.read_timeout = deadline.cap(timeouts.read)
+        return http
+
+    async def _send(self, http: HTTPRequest) -> AsyncResponse:
         response = await self._transport.send(http)
         if response.status >= 300:
             body = await response.aread()
@@ -95,24 +132,22 @@ class AsyncHTTPBackend:
 
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         model = await self._model(request, deadline)
-        read_timeout = deadline.cap(self.spec.timeouts.read)
-        http = self._codec.build_chat(self.spec, request, model, read_timeout=read_timeout)
-        response = await self._send(http)
+        http = self._codec.build_chat(self.spec, request, model)
+        response = await self._send(self._timed(http, deadline))
         completion: ChatCompletion = self._codec.parse_chat(self.spec, await response.aread())
         return completion
 
     async def chat_stream(self, request: ChatRequest, deadline: Deadline) -> AsyncHTTPChunkSource:
         model = await self._model(request, deadline)
-        read_timeout = deadline.cap(self.spec.timeouts.read)
-        http = self._codec.build_chat(self.spec, request, model, read_timeout=read_timeout)
-        response = await self._send(http)
-        return AsyncHTTPChunkSource(response, self._codec.ChunkDecoder(self.spec))
+        http = self._codec.build_chat(self.spec, request, model)
+        response = await self._send(self._timed(http, deadline))
+        return AsyncHTTPChunkSource(
+            response, self._codec.ChunkDecoder(self.spec), deadline, self.name
+        )
 
     async def list_models(self, deadline: Deadline) -> ModelList:
-        http = self._codec.build_models(
-            self.spec, read_timeout=deadline.cap(self.spec.timeouts.read)
-        )
-        response = await self._send(http)
+        http = self._codec.build_models(self.spec)
+        response = await self._send(self._timed(http, deadline))
         models: ModelList = self._codec.parse_models(self.spec, await response.aread())
         return models
 

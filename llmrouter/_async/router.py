@@ -1,41 +1,52 @@
-"""Runs a request along the backend chain: one attempt per backend, failing over in order.
+"""Runs a request along the backend chain: failover first, then retries, within a deadline.
 
-The decisions (does this error fail over? how much time is left?) are pure functions in
-``llmrouter.policy``; this module only performs them.
+Every decision (does this error fail over? may this backend be retried, after how long? is its
+breaker open? which replica first? is there budget?) is a pure function or object from
+``llmrouter.policy``; this module performs them and records what happened in the route.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from llmrouter._async.http_backend import AsyncHTTPBackend
 from llmrouter._async.local_backend import AsyncLocalBackend
 from llmrouter._async.stream import AsyncStream
+from llmrouter._concurrency import AsyncSleep, asleep
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import ChatRequest
-from llmrouter.config import BackendSpec, Timeouts
-from llmrouter.errors import AllBackendsFailedError, BackendError
-from llmrouter.policy import Deadline, fails_over
+from llmrouter.config import BackendSpec
+from llmrouter.errors import (
+    AllBackendsFailedError,
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    ContextLengthError,
+    RateLimitError,
+    ServerError,
+)
+from llmrouter.events import Event, EventSink
+from llmrouter.policy import (
+    Balancer,
+    CircuitBreaker,
+    Deadline,
+    RetryBudget,
+    RetryPolicy,
+    Strategy,
+    fails_over,
+)
 from llmrouter.route import Attempt, Route
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 
-__all__ = ["AsyncChunkSource", "AsyncRouter", "Opening"]
+__all__ = ["AsyncChunkSource", "AsyncRouter", "Execution", "Member"]
 
-logger = logging.getLogger("llmrouter")
-
-
-def _log_failure(backend: str, error: BackendError, moving_on: bool) -> None:
-    # Backend names are redacted URLs and error messages never hold keys (errors.py).
-    if logger.isEnabledFor(logging.INFO):
-        action = "failing over" if moving_on else "giving up"
-        logger.info("%s failed (%s: %s); %s", backend, type(error).__name__, error.message, action)
-
-AsyncBackend = AsyncHTTPBackend | AsyncLocalBackend
+T = TypeVar("T")
 
 
 class AsyncChunkSource(Protocol):
@@ -46,8 +57,23 @@ class AsyncChunkSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+AsyncBackend = AsyncHTTPBackend | AsyncLocalBackend
+
 # Wire protocol -> codec module, imported when a backend of that kind is first built.
 _CODECS = {"openai_compat": "llmrouter.backends.openai_compat"}
+
+# Failures that say something about the backend's health (a 400 or a 404 does not).
+_UNHEALTHY = (
+    BackendConnectionError,
+    BackendTimeoutError,
+    ServerError,
+    RateLimitError,
+    AuthenticationError,
+)
+
+
+class BreakerOpenError(BackendError):
+    """Recorded in the route for a backend skipped because its circuit breaker is open."""
 
 
 def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBackend:
@@ -56,127 +82,310 @@ def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBack
     return AsyncHTTPBackend(spec, transport, importlib.import_module(_CODECS[spec.kind]))
 
 
-@dataclass(slots=True)
-class Opening:
-    """A stream being served: by which backend, from which source, since when."""
+@dataclass(eq=False)
+class Member:
+    """One backend in the chain, with its breaker and its place in a balanced group."""
 
     backend: AsyncBackend
-    source: AsyncChunkSource
-    route: Route
+    breaker: CircuitBreaker
+    balancer: Balancer
+    index: int  # within its group
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def spec(self) -> BackendSpec:
+        return self.backend.spec
+
+
+@dataclass(eq=False)
+class Execution(Generic[T]):
+    """One request's way through the chain: what is left to try, and what happened."""
+
     request: ChatRequest
     deadline: Deadline
-    remaining: Iterator[AsyncBackend]
-    started: float
+    pending: deque[Member]
+    route: Route = field(default_factory=Route)
+    started: float = field(default_factory=time.monotonic)
+    failed: list[tuple[Member, BaseException]] = field(default_factory=list)
+    skipped: list[Member] = field(default_factory=list)
+    retries: dict[int, int] = field(default_factory=dict)
+    calls: int = 0
+    current: Member | None = None
+    current_started: float = 0.0
 
 
 class AsyncRouter:
-    """The backends of one client, in failover order."""
+    """The backends of one client, their breakers and balancers, and the policies."""
 
     def __init__(
-        self, chain: list[list[BackendSpec]], transport: AsyncHTTPTransport, timeout: float | None
+        self,
+        chain: list[list[BackendSpec]],
+        transport: AsyncHTTPTransport,
+        *,
+        timeout: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        budget: RetryBudget | None = None,
+        balancing: Strategy = "least_outstanding",
+        breaker_factory: Callable[[], CircuitBreaker] | None = None,
+        events: EventSink | None = None,
+        sleep: AsyncSleep = asleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.backends: list[AsyncBackend] = [
-            _make_backend(spec, transport) for group in chain for spec in group
-        ]
+        self.policy = retry_policy or RetryPolicy()
+        if timeout is not None:
+            from dataclasses import replace
+
+            self.policy = replace(self.policy, total_timeout=timeout)
+        self.budget = budget or RetryBudget(clock=clock)
+        self.events = events or EventSink()
+        self._sleep = sleep
+        self._clock = clock
         self._transport = transport
-        self._timeout = Timeouts().total if timeout is None else timeout
+        self.members: list[Member] = []
+        for group in chain:
+            balancer = Balancer([spec.weight for spec in group], balancing)
+            for index, spec in enumerate(group):
+                breaker = breaker_factory() if breaker_factory else CircuitBreaker(clock=clock)
+                member = Member(_make_backend(spec, transport), breaker, balancer, index)
+                breaker._on_change = self._breaker_hook(member.name)
+                self.members.append(member)
+        self._groups: list[list[Member]] = []
+        for member in self.members:
+            if self._groups and self._groups[-1][0].balancer is member.balancer:
+                self._groups[-1].append(member)
+            else:
+                self._groups.append([member])
 
-    def _deadline(self, request: ChatRequest) -> Deadline:
-        return Deadline(request.timeout if request.timeout is not None else self._timeout)
+    @property
+    def backends(self) -> list[AsyncBackend]:
+        return [m.backend for m in self.members]
 
-    @staticmethod
-    def _give_up(route: Route) -> BaseException:
-        errors = [a.error for a in route.attempts if a.error is not None]
-        if len(route.attempts) == 1 and errors:
-            return errors[0]
-        return AllBackendsFailedError(route.attempts)
+    def _breaker_hook(self, name: str) -> Callable[[str, str], None]:
+        def changed(old: str, new: str) -> None:
+            self.events.emit(Event("breaker", name, detail=f"{old}->{new}"))
+
+        return changed
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _order(self) -> deque[Member]:
+        order: deque[Member] = deque()
+        for group in self._groups:
+            if len(group) == 1:
+                order.append(group[0])
+            else:
+                order.extend(group[i] for i in group[0].balancer.order())
+        return order
+
+    def _start(self, request: ChatRequest) -> Execution[object]:
+        total = request.timeout if request.timeout is not None else self.policy.total_timeout
+        self.budget.record_request()
+        return Execution(
+            request, Deadline(total, self._clock), self._order(), started=self._clock()
+        )
+
+    def _elapsed(self, ex: Execution[object]) -> float:
+        return self._clock() - ex.started
+
+    def _give_up(self, ex: Execution[object], last: BaseException | None = None) -> BaseException:
+        self.events.emit(Event("give_up", elapsed_s=self._elapsed(ex), error=last))
+        failures = [a.error for a in ex.route.attempts if a.error is not None and not a.skipped]
+        if failures and len({a.backend for a in ex.route.attempts}) == 1:
+            # One backend (perhaps retried): its own typed error says it best.
+            return failures[-1]
+        if ex.deadline.expired() and last is None:
+            timeout = BackendTimeoutError(
+                f"total deadline of {self.policy.total_timeout} s passed", retryable=False
+            )
+            ex.route.attempts.append(Attempt("(deadline)", timeout, 0.0))
+        return AllBackendsFailedError(ex.route.attempts)
+
+    async def _next(self, ex: Execution[object]) -> Member:
+        """The next backend to call: untried ones first, then retries after a wait."""
+        while ex.pending:
+            member = ex.pending.popleft()
+            if member.breaker.allow():
+                return member
+            ex.skipped.append(member)
+            wait = member.breaker.cooldown_remaining()
+            error = BreakerOpenError(
+                f"circuit breaker open ({wait:.1f} s left)", backend=member.name
+            )
+            ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
+            self.events.emit(Event("skip", member.name, elapsed_s=self._elapsed(ex), error=error))
+        if ex.calls == 0 and ex.skipped:
+            # Every backend is open: rather than fail without a call, probe the one whose
+            # cooldown ends first.
+            member = min(ex.skipped, key=lambda m: m.breaker.cooldown_remaining())
+            ex.skipped.clear()
+            member.breaker.force_probe()
+            return member
+        choice = self._retry_choice(ex)
+        if choice is None:
+            raise self._give_up(ex)
+        member, wait = choice
+        remaining = ex.deadline.remaining()
+        if remaining is not None and wait >= remaining:
+            raise self._give_up(ex)
+        if not self.budget.try_spend():
+            self.events.emit(Event("give_up", member.name, detail="retry budget exhausted"))
+            raise self._give_up(ex)
+        ex.retries[id(member)] = ex.retries.get(id(member), 0) + 1
+        self.events.emit(
+            Event(
+                "retry", member.name, ex.calls + 1, self._elapsed(ex), detail=f"after {wait:.3f} s"
+            )
+        )
+        if wait > 0:
+            await self._sleep(wait)
+        if ex.deadline.expired():
+            raise self._give_up(ex)
+        return member
+
+    def _retry_choice(self, ex: Execution[object]) -> tuple[Member, float] | None:
+        """Among the failed backends, the retryable one that can go soonest."""
+        best: tuple[Member, float] | None = None
+        seen: set[int] = set()
+        for member, error in reversed(ex.failed):  # each backend's latest error
+            if id(member) in seen:
+                continue
+            seen.add(id(member))
+            policy = self.policy.with_max_retries(member.spec.max_retries)
+            if ex.retries.get(id(member), 0) >= policy.max_retries:
+                continue
+            if not policy.is_retryable(error) or policy.asks_too_long(error):
+                continue
+            if member.breaker.state == "open":
+                continue
+            wait = policy.server_wait(error)
+            if wait is None:
+                wait = policy.backoff(ex.retries.get(id(member), 0) + 1)
+            if best is None or wait < best[1]:
+                best = (member, wait)
+        return best
+
+    def _failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
+        """Record a failed attempt; raise when the request must stop here."""
+        duration = self._clock() - ex.current_started
+        ex.route.attempts.append(Attempt(member.name, error, duration))
+        ex.failed.append((member, error))
+        if isinstance(error, _UNHEALTHY):
+            member.breaker.record_failure()
+        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
+        if isinstance(error, ContextLengthError):
+            # Only a backend that declares a larger context can take this prompt.
+            floor = member.spec.max_context or 0
+            ex.pending = deque(m for m in ex.pending if (m.spec.max_context or 0) > floor)
+            ex.failed.pop()  # the same prompt will not fit on a retry either
+            if not ex.pending:
+                raise error
+        elif not fails_over(error):
+            raise error
+        if ex.deadline.expired():
+            raise self._give_up(ex, error)
+        self.events.emit(Event("failover", member.name, ex.calls, self._elapsed(ex), error))
+
+    def _begin(self, ex: Execution[object], member: Member) -> Deadline:
+        ex.calls += 1
+        ex.current = member
+        ex.current_started = self._clock()
+        member.balancer.started(member.index)
+        if self.events.active:
+            self.events.emit(Event("attempt_start", member.name, ex.calls, self._elapsed(ex)))
+        return ex.deadline.child(member.spec.timeouts.total)
+
+    def _succeeded(self, ex: Execution[object], member: Member) -> None:
+        ex.route.attempts.append(Attempt(member.name, None, self._clock() - ex.current_started))
+        ex.route.backend = member.name
+        member.breaker.record_success()
+        if self.events.active:
+            self.events.emit(Event("success", member.name, ex.calls, self._elapsed(ex)))
+
+    # -- requests -------------------------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatCompletion:
-        deadline = self._deadline(request)
-        route = Route()
-        for backend in self.backends:
-            started = time.monotonic()
-            attempt_deadline = Deadline(deadline.cap(backend.spec.timeouts.total))
+        ex = self._start(request)
+        while True:
+            member = await self._next(ex)
+            attempt_deadline = self._begin(ex, member)
             try:
-                completion = await backend.chat(request, attempt_deadline)
+                completion = await member.backend.chat(request, attempt_deadline)
             except BackendError as exc:
-                route.attempts.append(Attempt(backend.name, exc, time.monotonic() - started))
-                _log_failure(backend.name, exc, fails_over(exc))
-                if not fails_over(exc):
-                    raise
-                if deadline.expired():
-                    raise self._give_up(route) from None
+                member.balancer.finished(member.index, None)
+                self._failed(ex, member, exc)
                 continue
-            route.attempts.append(Attempt(backend.name, None, time.monotonic() - started))
-            route.backend = backend.name
-            completion._route = route
+            member.balancer.finished(member.index, self._clock() - ex.current_started)
+            self._succeeded(ex, member)
+            completion._route = ex.route
             return completion
-        raise self._give_up(route)
 
-    async def _open(
-        self,
-        request: ChatRequest,
-        deadline: Deadline,
-        route: Route,
-        remaining: Iterator[AsyncBackend],
-    ) -> Opening:
-        for backend in remaining:
-            started = time.monotonic()
-            attempt_deadline = Deadline(deadline.cap(backend.spec.timeouts.total))
+    async def open_stream(self, ex: Execution[object]) -> tuple[Member, AsyncChunkSource]:
+        """Open the stream on the next backend that answers; failures move along the chain."""
+        while True:
+            member = await self._next(ex)
+            attempt_deadline = self._begin(ex, member)
             try:
-                source = await backend.chat_stream(request, attempt_deadline)
+                source = await member.backend.chat_stream(ex.request, attempt_deadline)
             except BackendError as exc:
-                route.attempts.append(Attempt(backend.name, exc, time.monotonic() - started))
-                _log_failure(backend.name, exc, fails_over(exc))
-                if not fails_over(exc):
-                    raise
-                if deadline.expired():
-                    raise self._give_up(route) from None
+                member.balancer.finished(member.index, None)
+                self._failed(ex, member, exc)
                 continue
-            route.backend = backend.name
-            return Opening(backend, source, route, request, deadline, remaining, started)
-        raise self._give_up(route)
+            ex.route.backend = member.name
+            return member, source
 
     async def stream(self, request: ChatRequest) -> AsyncStream:
-        deadline = self._deadline(request)
-        opening = await self._open(request, deadline, Route(), iter(self.backends))
-        return AsyncStream(self, opening)
+        ex = self._start(request)
+        member, source = await self.open_stream(ex)
+        return AsyncStream(self, ex, member, source)
 
-    async def reopen(self, opening: Opening, error: BackendError) -> Opening:
-        """The stream failed before any content: record it, and open the next backend."""
-        route = opening.route
-        route.attempts.append(
-            Attempt(opening.backend.name, error, time.monotonic() - opening.started)
-        )
-        route.backend = ""
-        _log_failure(opening.backend.name, error, fails_over(error))
-        if not fails_over(error):
-            raise error
-        if opening.deadline.expired():
-            raise self._give_up(route) from error
-        return await self._open(opening.request, opening.deadline, route, opening.remaining)
+    def stream_failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
+        """A stream broke before any content reached the caller."""
+        member.balancer.finished(member.index, None)
+        ex.route.backend = ""
+        self._failed(ex, member, error)
+
+    def stream_failed_late(
+        self, ex: Execution[object], member: Member, error: BackendError
+    ) -> None:
+        """A stream broke after content reached the caller: record it; nothing is retried."""
+        member.balancer.finished(member.index, None)
+        ex.route.attempts.append(Attempt(member.name, error, self._clock() - ex.current_started))
+        if isinstance(error, _UNHEALTHY):
+            member.breaker.record_failure()
+        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
+
+    def stream_done(self, ex: Execution[object], member: Member) -> None:
+        """A stream finished (or was closed by the caller) on ``member``."""
+        member.balancer.finished(member.index, self._clock() - ex.current_started)
+        self._succeeded(ex, member)
+
+    # -- models ---------------------------------------------------------------------------
 
     async def list_models(self) -> ModelList:
         """The union of every reachable backend's models (first backend first)."""
         seen: dict[str, Model] = {}
         route = Route()
-        for backend in self.backends:
-            started = time.monotonic()
+        for member in self.members:
+            started = self._clock()
             try:
-                models = await backend.list_models(Deadline(backend.spec.timeouts.total))
+                models = await member.backend.list_models(Deadline(member.spec.timeouts.total))
             except BackendError as exc:
-                route.attempts.append(Attempt(backend.name, exc, time.monotonic() - started))
+                route.attempts.append(Attempt(member.name, exc, self._clock() - started))
                 continue
-            route.attempts.append(Attempt(backend.name, None, time.monotonic() - started))
+            route.attempts.append(Attempt(member.name, None, self._clock() - started))
             for model in models.data:
                 seen.setdefault(model.id, model)
         if not seen and route.attempts:
-            raise self._give_up(route)
+            errors = [a.error for a in route.attempts if a.error is not None]
+            raise errors[0] if len(errors) == 1 else AllBackendsFailedError(route.attempts)
         result = ModelList(object="list", data=list(seen.values()))
         result._route = route
         return result
 
     async def aclose(self) -> None:
-        for backend in self.backends:
-            await backend.aclose()
+        for member in self.members:
+            await member.backend.aclose()
         await self._transport.aclose()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from llmrouter._accumulate import ChunkAccumulator
 from llmrouter.errors import BackendError, StreamInterruptedError
-from llmrouter.route import Attempt, Route
+from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from llmrouter._async.router import AsyncRouter, Opening
+    from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Member
 
 __all__ = ["AsyncStream"]
 
@@ -20,24 +19,32 @@ __all__ = ["AsyncStream"]
 class AsyncStream:
     """Iterate with ``async for``; use as ``async with`` so the connection is always released.
 
-    ``route`` says which backend is serving and every attempt so far. Before any content has
-    been handed over, a failing backend is replaced by the next one in the chain; after that, a
-    failure raises :class:`StreamInterruptedError` with the partial output.
+    ``route`` says which backend is serving and every attempt so far. Until content has been
+    handed over, a failing backend (refused, 5xx, stalled, cut, malformed) is replaced by the
+    next one in the chain; after that, a failure raises :class:`StreamInterruptedError` with
+    the partial output, never a raw transport error and never a silently truncated answer.
     """
 
-    __slots__ = ("_acc", "_closed", "_opening", "_router", "_started")
+    __slots__ = ("_acc", "_closed", "_ex", "_member", "_router", "_source")
 
-    def __init__(self, router: AsyncRouter, opening: Opening) -> None:
+    def __init__(
+        self,
+        router: AsyncRouter,
+        ex: Execution[object],
+        member: Member,
+        source: AsyncChunkSource,
+    ) -> None:
         self._router = router
-        self._opening = opening
+        self._ex = ex
+        self._member = member
+        self._source = source
         self._acc = ChunkAccumulator()
         self._closed = False
-        self._started = time.monotonic()
 
     @property
     def route(self) -> Route:
         """Which backend serves this stream, and the attempts made."""
-        return self._opening.route
+        return self._ex.route
 
     @property
     def text(self) -> str:
@@ -52,9 +59,10 @@ class AsyncStream:
             if self._closed:
                 raise StopAsyncIteration
             try:
-                chunk = await self._opening.source.__anext__()
+                chunk = await self._source.__anext__()
             except StopAsyncIteration:
-                self._finish(None)
+                self._finish()
+                await self._source.aclose()  # finish the HTTP exchange: the connection is reused
                 raise
             except BackendError as exc:
                 await self._recover(exc)
@@ -64,35 +72,33 @@ class AsyncStream:
 
     async def _recover(self, exc: BackendError) -> None:
         """Fail over if the caller has seen nothing yet; otherwise report the interruption."""
-        await self._opening.source.aclose()
+        await self._source.aclose()
         if self._acc.delivered:
-            self._finish(exc)
+            self._closed = True
+            self._router.stream_failed_late(self._ex, self._member, exc)
             raise StreamInterruptedError(
                 f"stream interrupted after {len(self._acc.text)} characters: {exc.message}",
-                backend=self._opening.backend.name,
+                backend=self._member.name,
                 partial_text=self._acc.text,
                 partial_tool_calls=self._acc.tool_call_list(),
             ) from exc
         try:
-            self._opening = await self._router.reopen(self._opening, exc)
+            self._router.stream_failed(self._ex, self._member, exc)
+            self._member, self._source = await self._router.open_stream(self._ex)
         except BaseException:
             self._closed = True
             raise
 
-    def _finish(self, error: BaseException | None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        opening = self._opening
-        opening.route.attempts.append(
-            Attempt(opening.backend.name, error, time.monotonic() - opening.started)
-        )
+    def _finish(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._router.stream_done(self._ex, self._member)
 
     async def aclose(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""
         if not self._closed:
-            self._finish(None)
-            await self._opening.source.aclose()
+            self._finish()
+            await self._source.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self

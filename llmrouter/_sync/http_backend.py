@@ -7,10 +7,10 @@ from collections import deque
 from types import ModuleType
 from typing import Any
 
-from llmrouter._http import SyncHTTPTransport, SyncResponse
+from llmrouter._http import SyncHTTPTransport, SyncResponse, HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
-from llmrouter.errors import InvalidRequestError
+from llmrouter.errors import BackendError, BackendTimeoutError, InvalidRequestError
 from llmrouter.policy import Deadline
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -18,13 +18,22 @@ __all__ = ["HTTPBackend", "HTTPChunkSource"]
 
 
 class HTTPChunkSource:
-    """The chunks of one streamed response; ``close()`` drops the connection."""
+    """The chunks of one streamed response; ``close()`` releases the connection.
 
-    __slots__ = ("_bytes", "_closed", "_decoder", "_pending", "_response")
+    Iteration ends at ``[DONE]``. Closing afterwards reads the few bytes that finish the HTTP
+    exchange (as openai-python does), so the connection can be reused; closing earlier drops
+    the connection, since the server may still be writing into it.
+    """
 
-    def __init__(self, response: SyncResponse, decoder: Any) -> None:
+    __slots__ = ("_backend", "_bytes", "_closed", "_deadline", "_decoder", "_pending", "_response")
+
+    def __init__(
+        self, response: SyncResponse, decoder: Any, deadline: Deadline, backend: str
+    ) -> None:
+        self._backend = backend
         self._response = response
         self._decoder = decoder
+        self._deadline = deadline
         self._bytes = response.iter_bytes()
         self._pending: deque[ChatCompletionChunk] = deque()
         self._closed = False
@@ -35,29 +44,49 @@ class HTTPChunkSource:
     def __next__(self) -> ChatCompletionChunk:
         pending = self._pending
         while not pending:
-            if self._closed:
+            decoder = self._decoder
+            if decoder.error is not None:
+                self.close()
+                raise decoder.error
+            if self._closed or decoder.done:
                 raise StopIteration
             try:
                 data = self._bytes.__next__()
             except StopIteration:
                 self._closed = True
                 self._response.close()
-                pending.extend(self._decoder.close())
+                pending.extend(decoder.close())
                 continue
             except BaseException:
                 self.close()
                 raise
+            if self._deadline.expired():
+                self.close()
+                raise BackendTimeoutError(
+                    "the request's total deadline passed mid-stream", backend=self._backend
+                )
             try:
-                pending.extend(self._decoder.feed(data))
+                pending.extend(decoder.feed(data))
             except BaseException:
                 self.close()
                 raise
         return pending.popleft()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._response.close()
+        if self._closed:
+            return
+        self._closed = True
+        if self._decoder.done:
+            # Finish the exchange so the connection goes back to the pool.
+            try:
+                for _ in self._bytes:
+                    pass
+            except BackendError:
+                pass
+        close_bytes = getattr(self._bytes, "close", None)  # a generator: finish it here
+        if close_bytes is not None:
+            close_bytes()
+        self._response.close()
 
 
 class HTTPBackend:
@@ -70,7 +99,15 @@ class HTTPBackend:
         self._codec = codec
         self._discovered: str | None = None
 
-    def _send(self, http: Any) -> SyncResponse:
+    def _timed(self, http: HTTPRequest, deadline: Deadline) -> HTTPRequest:
+        """Set the request's timeouts from this backend's settings, capped by the deadline."""
+        timeouts = self.spec.timeouts
+        http.connect_timeout = deadline.cap(timeouts.connect)
+        http.first_byte_timeout = deadline.cap(timeouts.ttft)
+        http.read_timeout = deadline.cap(timeouts.read)
+        return http
+
+    def _send(self, http: HTTPRequest) -> SyncResponse:
         response = self._transport.send(http)
         if response.status >= 300:
             body = response.read()
@@ -96,24 +133,22 @@ class HTTPBackend:
 
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         model = self._model(request, deadline)
-        read_timeout = deadline.cap(self.spec.timeouts.read)
-        http = self._codec.build_chat(self.spec, request, model, read_timeout=read_timeout)
-        response = self._send(http)
+        http = self._codec.build_chat(self.spec, request, model)
+        response = self._send(self._timed(http, deadline))
         completion: ChatCompletion = self._codec.parse_chat(self.spec, response.read())
         return completion
 
     def chat_stream(self, request: ChatRequest, deadline: Deadline) -> HTTPChunkSource:
         model = self._model(request, deadline)
-        read_timeout = deadline.cap(self.spec.timeouts.read)
-        http = self._codec.build_chat(self.spec, request, model, read_timeout=read_timeout)
-        response = self._send(http)
-        return HTTPChunkSource(response, self._codec.ChunkDecoder(self.spec))
+        http = self._codec.build_chat(self.spec, request, model)
+        response = self._send(self._timed(http, deadline))
+        return HTTPChunkSource(
+            response, self._codec.ChunkDecoder(self.spec), deadline, self.name
+        )
 
     def list_models(self, deadline: Deadline) -> ModelList:
-        http = self._codec.build_models(
-            self.spec, read_timeout=deadline.cap(self.spec.timeouts.read)
-        )
-        response = self._send(http)
+        http = self._codec.build_models(self.spec)
+        response = self._send(self._timed(http, deadline))
         models: ModelList = self._codec.parse_models(self.spec, response.read())
         return models
 

@@ -48,19 +48,51 @@ _DEFAULT_N_CTX = 4096
 
 # OpenAI fields with no meaning for an in-process engine: accepted and ignored, as servers do.
 _IGNORED = frozenset(
-    {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
-     "safety_identifier", "reasoning_effort", "verbosity", "stream_options"}
-)  # fmt: skip
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+        "reasoning_effort",
+        "verbosity",
+        "stream_options",
+    }
+)
 _UNSUPPORTED = frozenset({"audio", "modalities", "prediction", "web_search_options"})
 _PASSED = frozenset(
-    {"temperature", "top_p", "stop", "seed", "tools", "tool_choice", "logprobs", "top_logprobs",
-     "presence_penalty", "frequency_penalty", "functions", "function_call"}
-)  # fmt: skip
+    {
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "tools",
+        "tool_choice",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "functions",
+        "function_call",
+    }
+)
 # Engine knobs callers may set through extra_body (llama_cpp.Llama.create_chat_completion).
 _EXTRA = frozenset(
-    {"top_k", "min_p", "typical_p", "repeat_penalty", "tfs_z", "mirostat_mode", "mirostat_tau",
-     "mirostat_eta", "grammar", "logit_bias"}
-)  # fmt: skip
+    {
+        "top_k",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "tfs_z",
+        "mirostat_mode",
+        "mirostat_tau",
+        "mirostat_eta",
+        "grammar",
+        "logit_bias",
+    }
+)
 
 
 def _smollm2_path() -> str:
@@ -260,8 +292,14 @@ def build_kwargs(request: ChatRequest, model_name: str) -> dict[str, Any]:
             param=unknown[0],
         )
     kwargs.update(request.extra_body)
-    unsupported = sorted(k for k in params if k not in _PASSED | _IGNORED | {
-        "max_tokens", "max_completion_tokens", "logit_bias", "response_format", "n"})  # fmt: skip
+    unsupported = sorted(
+        k
+        for k in params
+        if k
+        not in _PASSED
+        | _IGNORED
+        | {"max_tokens", "max_completion_tokens", "logit_bias", "response_format", "n"}
+    )
     if unsupported:
         raise InvalidRequestError(
             f"local:// backend does not support: {', '.join(unsupported)}", param=unsupported[0]

@@ -17,7 +17,7 @@ from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.config import BackendSpec
-from llmrouter.errors import BackendConnectionError, ProtocolError, StatusError
+from llmrouter.errors import BackendConnectionError, BackendError, ProtocolError, StatusError
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
 __all__ = [
@@ -46,9 +46,7 @@ def _headers(
     return headers
 
 
-def build_chat(
-    spec: BackendSpec, request: ChatRequest, model: str, *, read_timeout: float | None
-) -> HTTPRequest:
+def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPRequest:
     """The ``POST /chat/completions`` request for ``request`` on this backend."""
     body: dict[str, Any] = {"model": model, "messages": request.messages}
     if request.params:
@@ -63,20 +61,16 @@ def build_chat(
         headers=_headers(spec, _STREAM_HEADERS if request.stream else _JSON_HEADERS, request),
         body=pydantic_core.to_json(body),
         backend=spec.name,
-        connect_timeout=spec.timeouts.connect,
-        read_timeout=read_timeout,
     )
 
 
-def build_models(spec: BackendSpec, *, read_timeout: float | None) -> HTTPRequest:
+def build_models(spec: BackendSpec) -> HTTPRequest:
     """The ``GET /models`` request."""
     return HTTPRequest(
         method="GET",
         url=spec.base_url + "/models",
         headers=_headers(spec, {"Accept": "application/json"}, None),
         backend=spec.name,
-        connect_timeout=spec.timeouts.connect,
-        read_timeout=read_timeout,
     )
 
 
@@ -120,8 +114,9 @@ def parse_models(spec: BackendSpec, body: bytes) -> ModelList:
     try:
         return ModelList.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        raise ProtocolError(f"malformed /models answer: {_first_error(exc)}",
-                            backend=spec.name) from None  # fmt: skip
+        raise ProtocolError(
+            f"malformed /models answer: {_first_error(exc)}", backend=spec.name
+        ) from None
 
 
 def _first_error(exc: pydantic.ValidationError) -> str:
@@ -137,13 +132,16 @@ class ChunkDecoder:
     ``[DONE]`` while a choice is still unfinished.
     """
 
-    __slots__ = ("_done", "_finished", "_spec", "_sse")
+    __slots__ = ("_done", "_finished", "_spec", "_sse", "error")
 
     def __init__(self, spec: BackendSpec) -> None:
         self._spec = spec
         self._sse = SSEDecoder()
         self._done = False
         self._finished = False
+        #: A failure found after good chunks of the same read: raised once those are handed
+        #: over, so content is never lost to an error that arrived in the same packet.
+        self.error: BackendError | None = None
 
     @property
     def done(self) -> bool:
@@ -155,28 +153,39 @@ class ChunkDecoder:
         return self._parse(self._sse.feed(data))
 
     def _parse(self, events: list[bytes]) -> list[ChatCompletionChunk]:
-        chunks = []
+        chunks: list[ChatCompletionChunk] = []
         for event in events:
-            if self._done:
+            if self._done or self.error is not None:
                 break
             if event.startswith(b"[DONE]"):
                 self._done = True
                 break
             try:
-                chunk = ChatCompletionChunk.model_validate_json(event)
-            except pydantic.ValidationError as exc:
-                try:
-                    data = pydantic_core.from_json(event)
-                except ValueError:
-                    raise ProtocolError(f"malformed stream event: {event[:200]!r}",
-                                        backend=self._spec.name) from None  # fmt: skip
-                _raise_if_error_object(self._spec, data)
-                raise ProtocolError(f"stream event is not a chunk: {_first_error(exc)}",
-                                    backend=self._spec.name) from None  # fmt: skip
+                chunk = self._chunk(event)
+            except BackendError as exc:
+                if not chunks:
+                    raise
+                self.error = exc
+                break
             if chunk.choices and chunk.choices[0].finish_reason is not None:
                 self._finished = True
             chunks.append(chunk)
         return chunks
+
+    def _chunk(self, event: bytes) -> ChatCompletionChunk:
+        try:
+            return ChatCompletionChunk.model_validate_json(event)
+        except pydantic.ValidationError as exc:
+            try:
+                data = pydantic_core.from_json(event)
+            except ValueError:
+                raise ProtocolError(
+                    f"malformed stream event: {event[:200]!r}", backend=self._spec.name
+                ) from None
+            _raise_if_error_object(self._spec, data)
+            raise ProtocolError(
+                f"stream event is not a chunk: {_first_error(exc)}", backend=self._spec.name
+            ) from None
 
     def close(self) -> list[ChatCompletionChunk]:
         """The body ended: last chunks, or an error if the stream was cut short."""

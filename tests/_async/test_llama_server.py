@@ -124,8 +124,11 @@ async def test_forced_tool_call(llama_server: str) -> None:
 
 
 async def test_json_mode(llama_server: str) -> None:
-    schema = {"type": "object", "properties": {"capital": {"type": "string"}},
-              "required": ["capital"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string"}},
+        "required": ["capital"],
+    }
     async with AsyncClient(llama_server) as client:
         resp = await client.chat.completions.create(
             messages=PARIS,

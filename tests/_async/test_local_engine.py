@@ -79,15 +79,18 @@ async def test_request_errors_are_typed_before_generation() -> None:
     async with AsyncClient("local://smollm2") as client:
         with pytest.raises(InvalidRequestError, match="n must be 1"):
             await client.chat.completions.create(messages=PARIS, n=2)
-        with pytest.raises(InvalidRequestError, match="not llama.cpp options"):
+        with pytest.raises(InvalidRequestError, match=r"not llama\.cpp options"):
             await client.chat.completions.create(messages=PARIS, extra_body={"bogus": 1})
 
 
 async def test_json_schema_response_format_is_enforced() -> None:
     import json
 
-    schema = {"type": "object", "properties": {"capital": {"type": "string"}},
-              "required": ["capital"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string"}},
+        "required": ["capital"],
+    }
     async with AsyncClient("local://smollm2") as client:
         resp = await client.chat.completions.create(
             messages=PARIS,

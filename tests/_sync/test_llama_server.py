@@ -125,8 +125,11 @@ def test_forced_tool_call(llama_server: str) -> None:
 
 
 def test_json_mode(llama_server: str) -> None:
-    schema = {"type": "object", "properties": {"capital": {"type": "string"}},
-              "required": ["capital"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string"}},
+        "required": ["capital"],
+    }
     with Client(llama_server) as client:
         resp = client.chat.completions.create(
             messages=PARIS,

@@ -80,15 +80,18 @@ def test_request_errors_are_typed_before_generation() -> None:
     with Client("local://smollm2") as client:
         with pytest.raises(InvalidRequestError, match="n must be 1"):
             client.chat.completions.create(messages=PARIS, n=2)
-        with pytest.raises(InvalidRequestError, match="not llama.cpp options"):
+        with pytest.raises(InvalidRequestError, match=r"not llama\.cpp options"):
             client.chat.completions.create(messages=PARIS, extra_body={"bogus": 1})
 
 
 def test_json_schema_response_format_is_enforced() -> None:
     import json
 
-    schema = {"type": "object", "properties": {"capital": {"type": "string"}},
-              "required": ["capital"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string"}},
+        "required": ["capital"],
+    }
     with Client("local://smollm2") as client:
         resp = client.chat.completions.create(
             messages=PARIS,

@@ -9,9 +9,10 @@ thread, so sync and async clients alike can talk to it over real sockets::
         client = llmrouter.Client(fake.url)   # "http://127.0.0.1:PORT/v1"
 
 ``POST .../chat/completions`` answers the scripted responses in order, then a default
-:class:`Completion`; ``GET .../models`` answers ``fake.models``. Every request is recorded in
-``fake.requests``; ``fake.connections`` counts accepted connections and ``fake.disconnects``
-counts clients that hung up while a response was still being sent (or stalled).
+:class:`Completion` (a :class:`Stream` of "Hello!" if the body asks to stream); ``GET
+.../models`` lists ``fake.models``. Every request is recorded in ``fake.requests``;
+``fake.connections`` counts accepted connections and ``fake.disconnects`` counts clients that
+hung up while a response was still being sent (or stalled).
 
 Frame helpers build the shapes of ``shared/protocols/openai-chat.md`` section 3: role, content,
 finish and usage-only chunks, ``: keep-alive`` comments, TGI's ``data:`` without a space, CRLF
@@ -29,10 +30,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-__all__ = ["DONE", "Close", "Completion", "Error", "OpenAIFake", "Recorded", "Stall", "Stream",
-           "chunk", "comment", "content_frames", "error_frame", "finish_frame", "frame",
-           "role_frame", "sse", "usage_frame"]  # fmt: skip
 
 MODEL = "fake-model"
 CREATED = 1760000000
@@ -61,11 +58,19 @@ class Completion:
         if self.tool_calls is not None:
             message["tool_calls"] = self.tool_calls
         body: dict[str, Any] = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": CREATED,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": self.finish_reason}],
-        }  # fmt: skip
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
+            ],
+        }
         if self.usage is not None:
             body["usage"] = self.usage
         body.update(self.extra)
@@ -95,12 +100,13 @@ class Stream:
 
 @dataclass
 class Error:
-    """An HTTP error: ``body`` is JSON-encoded unless it is bytes or str (sent as is)."""
+    """Any non-streamed answer, errors first: ``body`` is JSON-encoded unless bytes or str."""
 
     status: int
     body: Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    chunked: bool = False
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes | str):
@@ -145,14 +151,20 @@ def chunk(
     finish_reason: str | None = None,
     *,
     usage: dict[str, Any] | None = None,
-    choices: list[dict[str, Any]] | None = None,
+    choices: list[Any] | None = None,
 ) -> dict[str, Any]:
     """One ``chat.completion.chunk`` object; ``choices=[]`` makes a usage-only chunk."""
     if choices is None:
-        choices = [{"index": 0, "delta": delta or {}, "logprobs": None,
-                    "finish_reason": finish_reason}]  # fmt: skip
-    body: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                            "created": CREATED, "model": MODEL, "choices": choices}  # fmt: skip
+        choices = [
+            {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}
+        ]
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": MODEL,
+        "choices": choices,
+    }
     if usage is not None:
         body["usage"] = usage
     return body
@@ -306,8 +318,9 @@ class OpenAIFake:
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
         """Poll ``predicate`` (blocking) until true or ``timeout``; returns its last value."""
-        end = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < end:
+        for _ in range(int(timeout / 0.005)):
+            if predicate():
+                return True
             time.sleep(0.005)
         return predicate()
 
@@ -362,34 +375,34 @@ class OpenAIFake:
     async def _respond(self, conn: _Conn, request: Recorded) -> bool:
         """Send one response; return whether the connection stays open."""
         if request.path.endswith("/models"):
-            data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
-                    for m in self.models]  # fmt: skip
-            body = json.dumps({"object": "list", "data": data}).encode()
-            head = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-            await conn.write(_head(200, head) + body)
-            return True
-        response = self._queue.popleft() if self._queue else Completion()
+            data = [
+                {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
+                for m in self.models
+            ]
+            response: Response = Error(200, {"object": "list", "data": data})
+        elif self._queue:
+            response = self._queue.popleft()
+        elif b'"stream":true' in request.body.replace(b" ", b""):
+            response = Stream(sse("Hello!"))
+        else:
+            response = Completion()
         if isinstance(response, Close):
             return False
         if isinstance(response, Stall):
             await self._until_hangup(conn, None)
-            return False
-        if isinstance(response, Error):
-            body, ctype = response.encoded()
-            head = {"Content-Type": ctype, "Content-Length": str(len(body)), **response.headers}
-            await conn.write(_head(response.status, head) + body)
-            return True
+        if isinstance(response, Stream):
+            return await self._stream(conn, response)
         if isinstance(response, Completion):
-            body = json.dumps(response.payload()).encode()
-            head = {"Content-Type": "application/json", **response.headers}
-            if response.chunked:
-                head["Transfer-Encoding"] = "chunked"
-                body = _chunked(body) + b"0\r\n\r\n"
-            else:
-                head["Content-Length"] = str(len(body))
-            await conn.write(_head(200, head) + body)
-            return True
-        return await self._stream(conn, response)
+            response = Error(200, response.payload(), response.headers, chunked=response.chunked)
+        body, ctype = response.encoded()
+        head = {"Content-Type": ctype, **response.headers}
+        if response.chunked:
+            head["Transfer-Encoding"] = "chunked"
+            body = _chunked(body) + b"0\r\n\r\n"
+        else:
+            head["Content-Length"] = str(len(body))
+        await conn.write(_head(response.status, head) + body)
+        return True
 
     async def _stream(self, conn: _Conn, response: Stream) -> bool:
         head = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -414,6 +427,7 @@ class OpenAIFake:
             return True
         finally:
             hangup.cancel()
+            await asyncio.wait({hangup})  # let it let go of the reader before the next request
 
     @staticmethod
     async def _watch(conn: _Conn) -> None:
