@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "AsyncSleep",
+    "Background",
     "AsyncThreadIterator",
     "Sleep",
     "ThreadIterator",
     "asleep",
+    "aspawn",
     "athread_call",
     "athread_iter",
     "sleep",
+    "spawn",
     "thread_call",
     "thread_iter",
 ]
@@ -34,6 +37,28 @@ asleep: AsyncSleep = asyncio.sleep
 sleep: Sleep = time.sleep
 
 T = TypeVar("T")
+
+
+class Background(Protocol):
+    def cancel(self) -> object: ...
+
+
+def aspawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> Background:
+    """Run ``fn()`` as a task of the running event loop (for health probing)."""
+    return asyncio.get_running_loop().create_task(fn(), name="llmrouter-health")
+
+
+class _Thread:
+    def cancel(self) -> None:
+        """The loop checks its own stop flag; a daemon thread never blocks exit."""
+
+
+def spawn(fn: Callable[[], None]) -> Background:
+    """Run ``fn()`` in a daemon thread (the sync twin of :func:`aspawn`)."""
+    threading.Thread(target=fn, name="llmrouter-health", daemon=True).start()
+    return _Thread()
+
+
 _END = object()
 
 

@@ -239,6 +239,13 @@ class CircuitBreaker:
                 self._set("half_open")
             self._probe_out = True
 
+    def trip(self) -> None:
+        """Open now (an active health probe found the backend down)."""
+        with self._lock:
+            self._opened_at = self._clock()
+            if self._state != "open":
+                self._set("open")
+
     def record_success(self) -> None:
         with self._lock:
             self._outcomes.append(True)

@@ -10,6 +10,7 @@ from typing_extensions import Unpack
 
 from llmrouter._async.router import AsyncRouter
 from llmrouter._async.stream import AsyncStream
+from llmrouter._hedge import acheck_hedge
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import CreateParams, build_request
 from llmrouter.config import BackendSpec, resolve_chain
@@ -106,6 +107,10 @@ class AsyncClient:
             after 5 consecutive failures or a 50 % failure rate over 20 calls, 30 s cooldown).
         on_event: called with every :class:`~llmrouter.events.Event` (attempts, retries,
             failovers, breaker changes); must be quick and must not raise.
+        hedge: send the request to the next backend too when the first has not answered
+            (for a stream: produced content) after this many seconds, or after the p95 of
+            recent times to first token with ``"p95"``; the first answer wins, the other is
+            cancelled. Async only; spends the retry budget.
         transport: the HTTP transport (default: aiohttp; ``HttpxAsyncTransport`` for httpx2).
 
     Raises:
@@ -123,12 +128,14 @@ class AsyncClient:
         balancing: Strategy = "least_outstanding",
         circuit_breaker: Callable[[], CircuitBreaker] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        hedge: float | Literal["p95"] | None = None,
         transport: AsyncHTTPTransport | None = None,
     ) -> None:
         if url is not None and backends is not None:
             raise ConfigError("give either url or backends, not both")
         if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
             raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        acheck_hedge(hedge)
         chain = resolve_chain(backends if backends is not None else url)
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
         if balancing not in ("least_outstanding", "round_robin", "latency"):
@@ -144,6 +151,7 @@ class AsyncClient:
             balancing=balancing,
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
+            hedge=hedge,
         )
         self.chat = AsyncChat(self._router)
         self.models = AsyncModels(self._router)

@@ -151,5 +151,11 @@ class AsyncHTTPBackend:
         models: ModelList = self._codec.parse_models(self.spec, await response.aread())
         return models
 
+    async def health(self, deadline: Deadline) -> None:
+        """Raise a :class:`BackendError` unless the backend answers its health probe."""
+        http = self._codec.build_health(self.spec)
+        response = await self._send(self._timed(http, deadline))
+        await response.aread()
+
     async def aclose(self) -> None:
         """Nothing to release: the transport belongs to the client."""

@@ -56,6 +56,10 @@ class AsyncLocalBackend:
     async def list_models(self, deadline: Deadline) -> ModelList:
         return llamacpp.model_list(await self._get_engine())
 
+    async def health(self, deadline: Deadline) -> None:
+        """An in-process engine is healthy once it has loaded."""
+        await self._get_engine()
+
     async def aclose(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None

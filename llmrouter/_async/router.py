@@ -12,12 +12,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from llmrouter._async.http_backend import AsyncHTTPBackend
 from llmrouter._async.local_backend import AsyncLocalBackend
 from llmrouter._async.stream import AsyncStream
-from llmrouter._concurrency import AsyncSleep, asleep
+from llmrouter._concurrency import AsyncSleep, Background, asleep, aspawn
+from llmrouter._hedge import ahedged_chat, ahedged_stream
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
@@ -44,7 +45,7 @@ from llmrouter.policy import (
 from llmrouter.route import Attempt, Route
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 
-__all__ = ["AsyncChunkSource", "AsyncRouter", "Execution", "Member"]
+__all__ = ["AsyncChunkSource", "AsyncRouter", "Execution", "HedgeLostError", "Member", "Try"]
 
 T = TypeVar("T")
 
@@ -74,6 +75,12 @@ _UNHEALTHY = (
 
 class BreakerOpenError(BackendError):
     """Recorded in the route for a backend skipped because its circuit breaker is open."""
+
+
+class HedgeLostError(BackendError):
+    """Recorded in the route for a hedged attempt cancelled because another one won."""
+
+    retryable = False
 
 
 def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBackend:
@@ -113,8 +120,16 @@ class Execution(Generic[T]):
     skipped: list[Member] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     calls: int = 0
-    current: Member | None = None
-    current_started: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class Try:
+    """One attempt in flight: on which backend, since when, within which deadline."""
+
+    member: Member
+    started: float
+    deadline: Deadline
+    number: int
 
 
 class AsyncRouter:
@@ -131,6 +146,7 @@ class AsyncRouter:
         balancing: Strategy = "least_outstanding",
         breaker_factory: Callable[[], CircuitBreaker] | None = None,
         events: EventSink | None = None,
+        hedge: float | Literal["p95"] | None = None,
         sleep: AsyncSleep = asleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -141,6 +157,8 @@ class AsyncRouter:
             self.policy = replace(self.policy, total_timeout=timeout)
         self.budget = budget or RetryBudget(clock=clock)
         self.events = events or EventSink()
+        self.hedge = hedge
+        self._latencies: deque[float] = deque(maxlen=200)
         self._sleep = sleep
         self._clock = clock
         self._transport = transport
@@ -152,6 +170,9 @@ class AsyncRouter:
                 member = Member(_make_backend(spec, transport), breaker, balancer, index)
                 breaker._on_change = self._breaker_hook(member.name)
                 self.members.append(member)
+        self._probed = [m for m in self.members if m.spec.health_interval]
+        self._prober: Background | None = None
+        self._closing = False
         self._groups: list[list[Member]] = []
         for member in self.members:
             if self._groups and self._groups[-1][0].balancer is member.balancer:
@@ -169,6 +190,39 @@ class AsyncRouter:
 
         return changed
 
+    # -- active health probing (?health=10s) ----------------------------------------------------
+
+    def _ensure_prober(self) -> None:
+        if self._probed and self._prober is None and not self._closing:
+            self._prober = aspawn(self._health_loop)
+
+    async def _health_loop(self) -> None:
+        # The first probe waits one interval: the first request is itself a check.
+        start = self._clock()
+        next_due = {id(m): start + (m.spec.health_interval or 10.0) for m in self._probed}
+        while not self._closing:
+            now = self._clock()
+            for member in self._probed:
+                if now >= next_due[id(member)]:
+                    interval = member.spec.health_interval or 10.0
+                    next_due[id(member)] = now + interval
+                    await self.probe(member)
+            await self._sleep(min(next_due.values()) - self._clock() if next_due else 1.0)
+
+    async def probe(self, member: Member) -> bool:
+        """Probe one backend now; an answer closes its breaker, a failure opens it."""
+        interval = member.spec.health_interval or 10.0
+        try:
+            await member.backend.health(Deadline(min(interval, 5.0), self._clock))
+        except BackendError as exc:
+            if member.breaker.state != "open":
+                member.breaker.trip()
+            self.events.emit(Event("failure", member.name, error=exc, detail="health probe"))
+            return False
+        if member.breaker.state != "closed":
+            member.breaker.record_success()
+        return True
+
     # -- planning -------------------------------------------------------------------------
 
     def _order(self) -> deque[Member]:
@@ -181,11 +235,17 @@ class AsyncRouter:
         return order
 
     def _start(self, request: ChatRequest) -> Execution[object]:
+        if self._probed and self._prober is None:
+            self._ensure_prober()
         total = request.timeout if request.timeout is not None else self.policy.total_timeout
         self.budget.record_request()
         return Execution(
             request, Deadline(total, self._clock), self._order(), started=self._clock()
         )
+
+    def now(self) -> float:
+        """The router's clock."""
+        return self._clock()
 
     def _elapsed(self, ex: Execution[object]) -> float:
         return self._clock() - ex.started
@@ -267,14 +327,11 @@ class AsyncRouter:
                 best = (member, wait)
         return best
 
-    def _failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
+    def _failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
         """Record a failed attempt; raise when the request must stop here."""
-        duration = self._clock() - ex.current_started
-        ex.route.attempts.append(Attempt(member.name, error, duration))
+        member = t.member
+        self._record_failure(ex, t, error)
         ex.failed.append((member, error))
-        if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure()
-        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
         if isinstance(error, ContextLengthError):
             # Only a backend that declares a larger context can take this prompt.
             floor = member.spec.max_context or 0
@@ -286,81 +343,105 @@ class AsyncRouter:
             raise error
         if ex.deadline.expired():
             raise self._give_up(ex, error)
-        self.events.emit(Event("failover", member.name, ex.calls, self._elapsed(ex), error))
+        self.events.emit(Event("failover", member.name, t.number, self._elapsed(ex), error))
 
-    def _begin(self, ex: Execution[object], member: Member) -> Deadline:
+    def _record_failure(self, ex: Execution[object], t: Try, error: BackendError) -> None:
+        member = t.member
+        member.balancer.finished(member.index, None)
+        ex.route.attempts.append(Attempt(member.name, error, self._clock() - t.started))
+        if isinstance(error, _UNHEALTHY):
+            member.breaker.record_failure()
+        self.events.emit(Event("failure", member.name, t.number, self._elapsed(ex), error))
+
+    def _begin(self, ex: Execution[object], member: Member) -> Try:
         ex.calls += 1
-        ex.current = member
-        ex.current_started = self._clock()
         member.balancer.started(member.index)
         if self.events.active:
             self.events.emit(Event("attempt_start", member.name, ex.calls, self._elapsed(ex)))
-        return ex.deadline.child(member.spec.timeouts.total)
+        deadline = ex.deadline.child(member.spec.timeouts.total)
+        return Try(member, self._clock(), deadline, ex.calls)
 
-    def _succeeded(self, ex: Execution[object], member: Member) -> None:
-        ex.route.attempts.append(Attempt(member.name, None, self._clock() - ex.current_started))
+    def _succeeded(self, ex: Execution[object], t: Try) -> None:
+        member = t.member
+        latency = self._clock() - t.started
+        member.balancer.finished(member.index, latency)
+        ex.route.attempts.append(Attempt(member.name, None, latency))
         ex.route.backend = member.name
         member.breaker.record_success()
         if self.events.active:
-            self.events.emit(Event("success", member.name, ex.calls, self._elapsed(ex)))
+            self.events.emit(Event("success", member.name, t.number, self._elapsed(ex)))
+
+    def cancelled(self, ex: Execution[object], t: Try) -> None:
+        """A hedged attempt lost the race and was cancelled (not the backend's fault)."""
+        t.member.balancer.finished(t.member.index, None)
+        error = HedgeLostError("cancelled: another backend answered first", backend=t.member.name)
+        ex.route.attempts.append(Attempt(t.member.name, error, self._clock() - t.started))
 
     # -- requests -------------------------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatCompletion:
+        if self.hedge is not None:
+            return await ahedged_chat(self, request)
         ex = self._start(request)
         while True:
             member = await self._next(ex)
-            attempt_deadline = self._begin(ex, member)
+            t = self._begin(ex, member)
             try:
-                completion = await member.backend.chat(request, attempt_deadline)
+                completion = await member.backend.chat(request, t.deadline)
             except BackendError as exc:
-                member.balancer.finished(member.index, None)
-                self._failed(ex, member, exc)
+                self._failed(ex, t, exc)
                 continue
-            member.balancer.finished(member.index, self._clock() - ex.current_started)
-            self._succeeded(ex, member)
+            self._succeeded(ex, t)
+            self.observe_latency(self._clock() - t.started)
             completion._route = ex.route
             return completion
 
-    async def open_stream(self, ex: Execution[object]) -> tuple[Member, AsyncChunkSource]:
+    async def open_stream(self, ex: Execution[object]) -> tuple[Try, AsyncChunkSource]:
         """Open the stream on the next backend that answers; failures move along the chain."""
         while True:
             member = await self._next(ex)
-            attempt_deadline = self._begin(ex, member)
+            t = self._begin(ex, member)
             try:
-                source = await member.backend.chat_stream(ex.request, attempt_deadline)
+                source = await member.backend.chat_stream(ex.request, t.deadline)
             except BackendError as exc:
-                member.balancer.finished(member.index, None)
-                self._failed(ex, member, exc)
+                self._failed(ex, t, exc)
                 continue
             ex.route.backend = member.name
-            return member, source
+            return t, source
 
     async def stream(self, request: ChatRequest) -> AsyncStream:
+        if self.hedge is not None:
+            return await ahedged_stream(self, request)
         ex = self._start(request)
-        member, source = await self.open_stream(ex)
-        return AsyncStream(self, ex, member, source)
+        t, source = await self.open_stream(ex)
+        return AsyncStream(self, ex, t, source)
 
-    def stream_failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
-        """A stream broke before any content reached the caller."""
-        member.balancer.finished(member.index, None)
+    def stream_failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
+        """A stream broke before any content reached the caller: move along the chain."""
         ex.route.backend = ""
-        self._failed(ex, member, error)
+        self._failed(ex, t, error)
 
-    def stream_failed_late(
-        self, ex: Execution[object], member: Member, error: BackendError
-    ) -> None:
+    def stream_failed_late(self, ex: Execution[object], t: Try, error: BackendError) -> None:
         """A stream broke after content reached the caller: record it; nothing is retried."""
-        member.balancer.finished(member.index, None)
-        ex.route.attempts.append(Attempt(member.name, error, self._clock() - ex.current_started))
-        if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure()
-        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
+        self._record_failure(ex, t, error)
 
-    def stream_done(self, ex: Execution[object], member: Member) -> None:
-        """A stream finished (or was closed by the caller) on ``member``."""
-        member.balancer.finished(member.index, self._clock() - ex.current_started)
-        self._succeeded(ex, member)
+    def stream_done(self, ex: Execution[object], t: Try) -> None:
+        """A stream finished (or was closed by the caller)."""
+        self._succeeded(ex, t)
+
+    def observe_latency(self, seconds: float) -> None:
+        """A time to first token (streams) or to the answer: feeds the hedging delay."""
+        self._latencies.append(seconds)
+
+    def hedge_delay(self) -> float:
+        """How long to wait before hedging: fixed, or the p95 of recent latencies."""
+        hedge = self.hedge
+        if isinstance(hedge, (int, float)):
+            return float(hedge)
+        if len(self._latencies) < 20:
+            return 1.0  # too few observations for a p95 yet
+        ordered = sorted(self._latencies)
+        return ordered[min(int(len(ordered) * 0.95), len(ordered) - 1)]
 
     # -- models ---------------------------------------------------------------------------
 
@@ -386,6 +467,10 @@ class AsyncRouter:
         return result
 
     async def aclose(self) -> None:
+        self._closing = True
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
         for member in self.members:
             await member.backend.aclose()
         await self._transport.aclose()

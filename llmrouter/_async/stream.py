@@ -11,7 +11,7 @@ from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Member
+    from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Try
 
 __all__ = ["AsyncStream"]
 
@@ -25,18 +25,18 @@ class AsyncStream:
     the partial output, never a raw transport error and never a silently truncated answer.
     """
 
-    __slots__ = ("_acc", "_closed", "_ex", "_member", "_router", "_source")
+    __slots__ = ("_acc", "_closed", "_ex", "_router", "_source", "_try")
 
     def __init__(
         self,
         router: AsyncRouter,
         ex: Execution[object],
-        member: Member,
+        attempt: Try,
         source: AsyncChunkSource,
     ) -> None:
         self._router = router
         self._ex = ex
-        self._member = member
+        self._try = attempt
         self._source = source
         self._acc = ChunkAccumulator()
         self._closed = False
@@ -67,7 +67,12 @@ class AsyncStream:
             except BackendError as exc:
                 await self._recover(exc)
                 continue
-            self._acc.add(chunk)
+            if not self._acc.delivered:
+                self._acc.add(chunk)
+                if self._acc.delivered:  # the first content: time to first token
+                    self._router.observe_latency(self._router.now() - self._try.started)
+            else:
+                self._acc.add(chunk)
             return chunk
 
     async def _recover(self, exc: BackendError) -> None:
@@ -75,16 +80,16 @@ class AsyncStream:
         await self._source.aclose()
         if self._acc.delivered:
             self._closed = True
-            self._router.stream_failed_late(self._ex, self._member, exc)
+            self._router.stream_failed_late(self._ex, self._try, exc)
             raise StreamInterruptedError(
                 f"stream interrupted after {len(self._acc.text)} characters: {exc.message}",
-                backend=self._member.name,
+                backend=self._try.member.name,
                 partial_text=self._acc.text,
                 partial_tool_calls=self._acc.tool_call_list(),
             ) from exc
         try:
-            self._router.stream_failed(self._ex, self._member, exc)
-            self._member, self._source = await self._router.open_stream(self._ex)
+            self._router.stream_failed(self._ex, self._try, exc)
+            self._try, self._source = await self._router.open_stream(self._ex)
         except BaseException:
             self._closed = True
             raise
@@ -92,7 +97,7 @@ class AsyncStream:
     def _finish(self) -> None:
         if not self._closed:
             self._closed = True
-            self._router.stream_done(self._ex, self._member)
+            self._router.stream_done(self._ex, self._try)
 
     async def aclose(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""

@@ -11,6 +11,7 @@ from typing_extensions import Unpack
 
 from llmrouter._sync.router import Router
 from llmrouter._sync.stream import Stream
+from llmrouter._hedge import check_hedge
 from llmrouter._http import SyncHTTPTransport
 from llmrouter._request import CreateParams, build_request
 from llmrouter.config import BackendSpec, resolve_chain
@@ -107,6 +108,10 @@ class Client:
             after 5 consecutive failures or a 50 % failure rate over 20 calls, 30 s cooldown).
         on_event: called with every :class:`~llmrouter.events.Event` (attempts, retries,
             failovers, breaker changes); must be quick and must not raise.
+        hedge: send the request to the next backend too when the first has not answered
+            (for a stream: produced content) after this many seconds, or after the p95 of
+            recent times to first token with ``"p95"``; the first answer wins, the other is
+            cancelled. Async only; spends the retry budget.
         transport: the HTTP transport (default: aiohttp; ``SyncHTTPTransport`` for httpx2).
 
     Raises:
@@ -124,12 +129,14 @@ class Client:
         balancing: Strategy = "least_outstanding",
         circuit_breaker: Callable[[], CircuitBreaker] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        hedge: float | Literal["p95"] | None = None,
         transport: SyncHTTPTransport | None = None,
     ) -> None:
         if url is not None and backends is not None:
             raise ConfigError("give either url or backends, not both")
         if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
             raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        check_hedge(hedge)
         chain = resolve_chain(backends if backends is not None else url)
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
         if balancing not in ("least_outstanding", "round_robin", "latency"):
@@ -145,6 +152,7 @@ class Client:
             balancing=balancing,
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
+            hedge=hedge,
         )
         self.chat = Chat(self._router)
         self.models = Models(self._router)

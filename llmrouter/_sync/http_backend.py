@@ -152,5 +152,11 @@ class HTTPBackend:
         models: ModelList = self._codec.parse_models(self.spec, response.read())
         return models
 
+    def health(self, deadline: Deadline) -> None:
+        """Raise a :class:`BackendError` unless the backend answers its health probe."""
+        http = self._codec.build_health(self.spec)
+        response = self._send(self._timed(http, deadline))
+        response.read()
+
     def close(self) -> None:
         """Nothing to release: the transport belongs to the client."""

@@ -57,6 +57,10 @@ class LocalBackend:
     def list_models(self, deadline: Deadline) -> ModelList:
         return llamacpp.model_list(self._get_engine())
 
+    def health(self, deadline: Deadline) -> None:
+        """An in-process engine is healthy once it has loaded."""
+        self._get_engine()
+
     def close(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None

@@ -13,12 +13,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from llmrouter._sync.http_backend import HTTPBackend
 from llmrouter._sync.local_backend import LocalBackend
 from llmrouter._sync.stream import Stream
-from llmrouter._concurrency import Sleep, sleep
+from llmrouter._concurrency import Sleep, Background, sleep, spawn
+from llmrouter._hedge import hedged_chat, hedged_stream
 from llmrouter._http import SyncHTTPTransport
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
@@ -45,7 +46,7 @@ from llmrouter.policy import (
 from llmrouter.route import Attempt, Route
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 
-__all__ = ["ChunkSource", "Router", "Execution", "Member"]
+__all__ = ["ChunkSource", "Router", "Execution", "HedgeLostError", "Member", "Try"]
 
 T = TypeVar("T")
 
@@ -75,6 +76,12 @@ _UNHEALTHY = (
 
 class BreakerOpenError(BackendError):
     """Recorded in the route for a backend skipped because its circuit breaker is open."""
+
+
+class HedgeLostError(BackendError):
+    """Recorded in the route for a hedged attempt cancelled because another one won."""
+
+    retryable = False
 
 
 def _make_backend(spec: BackendSpec, transport: SyncHTTPTransport) -> Backend:
@@ -114,8 +121,16 @@ class Execution(Generic[T]):
     skipped: list[Member] = field(default_factory=list)
     retries: dict[int, int] = field(default_factory=dict)
     calls: int = 0
-    current: Member | None = None
-    current_started: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class Try:
+    """One attempt in flight: on which backend, since when, within which deadline."""
+
+    member: Member
+    started: float
+    deadline: Deadline
+    number: int
 
 
 class Router:
@@ -132,6 +147,7 @@ class Router:
         balancing: Strategy = "least_outstanding",
         breaker_factory: Callable[[], CircuitBreaker] | None = None,
         events: EventSink | None = None,
+        hedge: float | Literal["p95"] | None = None,
         sleep: Sleep = sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -142,6 +158,8 @@ class Router:
             self.policy = replace(self.policy, total_timeout=timeout)
         self.budget = budget or RetryBudget(clock=clock)
         self.events = events or EventSink()
+        self.hedge = hedge
+        self._latencies: deque[float] = deque(maxlen=200)
         self._sleep = sleep
         self._clock = clock
         self._transport = transport
@@ -153,6 +171,9 @@ class Router:
                 member = Member(_make_backend(spec, transport), breaker, balancer, index)
                 breaker._on_change = self._breaker_hook(member.name)
                 self.members.append(member)
+        self._probed = [m for m in self.members if m.spec.health_interval]
+        self._prober: Background | None = None
+        self._closing = False
         self._groups: list[list[Member]] = []
         for member in self.members:
             if self._groups and self._groups[-1][0].balancer is member.balancer:
@@ -170,6 +191,39 @@ class Router:
 
         return changed
 
+    # -- active health probing (?health=10s) ----------------------------------------------------
+
+    def _ensure_prober(self) -> None:
+        if self._probed and self._prober is None and not self._closing:
+            self._prober = spawn(self._health_loop)
+
+    def _health_loop(self) -> None:
+        # The first probe waits one interval: the first request is itself a check.
+        start = self._clock()
+        next_due = {id(m): start + (m.spec.health_interval or 10.0) for m in self._probed}
+        while not self._closing:
+            now = self._clock()
+            for member in self._probed:
+                if now >= next_due[id(member)]:
+                    interval = member.spec.health_interval or 10.0
+                    next_due[id(member)] = now + interval
+                    self.probe(member)
+            self._sleep(min(next_due.values()) - self._clock() if next_due else 1.0)
+
+    def probe(self, member: Member) -> bool:
+        """Probe one backend now; an answer closes its breaker, a failure opens it."""
+        interval = member.spec.health_interval or 10.0
+        try:
+            member.backend.health(Deadline(min(interval, 5.0), self._clock))
+        except BackendError as exc:
+            if member.breaker.state != "open":
+                member.breaker.trip()
+            self.events.emit(Event("failure", member.name, error=exc, detail="health probe"))
+            return False
+        if member.breaker.state != "closed":
+            member.breaker.record_success()
+        return True
+
     # -- planning -------------------------------------------------------------------------
 
     def _order(self) -> deque[Member]:
@@ -182,11 +236,17 @@ class Router:
         return order
 
     def _start(self, request: ChatRequest) -> Execution[object]:
+        if self._probed and self._prober is None:
+            self._ensure_prober()
         total = request.timeout if request.timeout is not None else self.policy.total_timeout
         self.budget.record_request()
         return Execution(
             request, Deadline(total, self._clock), self._order(), started=self._clock()
         )
+
+    def now(self) -> float:
+        """The router's clock."""
+        return self._clock()
 
     def _elapsed(self, ex: Execution[object]) -> float:
         return self._clock() - ex.started
@@ -268,14 +328,11 @@ class Router:
                 best = (member, wait)
         return best
 
-    def _failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
+    def _failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
         """Record a failed attempt; raise when the request must stop here."""
-        duration = self._clock() - ex.current_started
-        ex.route.attempts.append(Attempt(member.name, error, duration))
+        member = t.member
+        self._record_failure(ex, t, error)
         ex.failed.append((member, error))
-        if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure()
-        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
         if isinstance(error, ContextLengthError):
             # Only a backend that declares a larger context can take this prompt.
             floor = member.spec.max_context or 0
@@ -287,81 +344,105 @@ class Router:
             raise error
         if ex.deadline.expired():
             raise self._give_up(ex, error)
-        self.events.emit(Event("failover", member.name, ex.calls, self._elapsed(ex), error))
+        self.events.emit(Event("failover", member.name, t.number, self._elapsed(ex), error))
 
-    def _begin(self, ex: Execution[object], member: Member) -> Deadline:
+    def _record_failure(self, ex: Execution[object], t: Try, error: BackendError) -> None:
+        member = t.member
+        member.balancer.finished(member.index, None)
+        ex.route.attempts.append(Attempt(member.name, error, self._clock() - t.started))
+        if isinstance(error, _UNHEALTHY):
+            member.breaker.record_failure()
+        self.events.emit(Event("failure", member.name, t.number, self._elapsed(ex), error))
+
+    def _begin(self, ex: Execution[object], member: Member) -> Try:
         ex.calls += 1
-        ex.current = member
-        ex.current_started = self._clock()
         member.balancer.started(member.index)
         if self.events.active:
             self.events.emit(Event("attempt_start", member.name, ex.calls, self._elapsed(ex)))
-        return ex.deadline.child(member.spec.timeouts.total)
+        deadline = ex.deadline.child(member.spec.timeouts.total)
+        return Try(member, self._clock(), deadline, ex.calls)
 
-    def _succeeded(self, ex: Execution[object], member: Member) -> None:
-        ex.route.attempts.append(Attempt(member.name, None, self._clock() - ex.current_started))
+    def _succeeded(self, ex: Execution[object], t: Try) -> None:
+        member = t.member
+        latency = self._clock() - t.started
+        member.balancer.finished(member.index, latency)
+        ex.route.attempts.append(Attempt(member.name, None, latency))
         ex.route.backend = member.name
         member.breaker.record_success()
         if self.events.active:
-            self.events.emit(Event("success", member.name, ex.calls, self._elapsed(ex)))
+            self.events.emit(Event("success", member.name, t.number, self._elapsed(ex)))
+
+    def cancelled(self, ex: Execution[object], t: Try) -> None:
+        """A hedged attempt lost the race and was cancelled (not the backend's fault)."""
+        t.member.balancer.finished(t.member.index, None)
+        error = HedgeLostError("cancelled: another backend answered first", backend=t.member.name)
+        ex.route.attempts.append(Attempt(t.member.name, error, self._clock() - t.started))
 
     # -- requests -------------------------------------------------------------------------
 
     def chat(self, request: ChatRequest) -> ChatCompletion:
+        if self.hedge is not None:
+            return hedged_chat(self, request)
         ex = self._start(request)
         while True:
             member = self._next(ex)
-            attempt_deadline = self._begin(ex, member)
+            t = self._begin(ex, member)
             try:
-                completion = member.backend.chat(request, attempt_deadline)
+                completion = member.backend.chat(request, t.deadline)
             except BackendError as exc:
-                member.balancer.finished(member.index, None)
-                self._failed(ex, member, exc)
+                self._failed(ex, t, exc)
                 continue
-            member.balancer.finished(member.index, self._clock() - ex.current_started)
-            self._succeeded(ex, member)
+            self._succeeded(ex, t)
+            self.observe_latency(self._clock() - t.started)
             completion._route = ex.route
             return completion
 
-    def open_stream(self, ex: Execution[object]) -> tuple[Member, ChunkSource]:
+    def open_stream(self, ex: Execution[object]) -> tuple[Try, ChunkSource]:
         """Open the stream on the next backend that answers; failures move along the chain."""
         while True:
             member = self._next(ex)
-            attempt_deadline = self._begin(ex, member)
+            t = self._begin(ex, member)
             try:
-                source = member.backend.chat_stream(ex.request, attempt_deadline)
+                source = member.backend.chat_stream(ex.request, t.deadline)
             except BackendError as exc:
-                member.balancer.finished(member.index, None)
-                self._failed(ex, member, exc)
+                self._failed(ex, t, exc)
                 continue
             ex.route.backend = member.name
-            return member, source
+            return t, source
 
     def stream(self, request: ChatRequest) -> Stream:
+        if self.hedge is not None:
+            return hedged_stream(self, request)
         ex = self._start(request)
-        member, source = self.open_stream(ex)
-        return Stream(self, ex, member, source)
+        t, source = self.open_stream(ex)
+        return Stream(self, ex, t, source)
 
-    def stream_failed(self, ex: Execution[object], member: Member, error: BackendError) -> None:
-        """A stream broke before any content reached the caller."""
-        member.balancer.finished(member.index, None)
+    def stream_failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
+        """A stream broke before any content reached the caller: move along the chain."""
         ex.route.backend = ""
-        self._failed(ex, member, error)
+        self._failed(ex, t, error)
 
-    def stream_failed_late(
-        self, ex: Execution[object], member: Member, error: BackendError
-    ) -> None:
+    def stream_failed_late(self, ex: Execution[object], t: Try, error: BackendError) -> None:
         """A stream broke after content reached the caller: record it; nothing is retried."""
-        member.balancer.finished(member.index, None)
-        ex.route.attempts.append(Attempt(member.name, error, self._clock() - ex.current_started))
-        if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure()
-        self.events.emit(Event("failure", member.name, ex.calls, self._elapsed(ex), error))
+        self._record_failure(ex, t, error)
 
-    def stream_done(self, ex: Execution[object], member: Member) -> None:
-        """A stream finished (or was closed by the caller) on ``member``."""
-        member.balancer.finished(member.index, self._clock() - ex.current_started)
-        self._succeeded(ex, member)
+    def stream_done(self, ex: Execution[object], t: Try) -> None:
+        """A stream finished (or was closed by the caller)."""
+        self._succeeded(ex, t)
+
+    def observe_latency(self, seconds: float) -> None:
+        """A time to first token (streams) or to the answer: feeds the hedging delay."""
+        self._latencies.append(seconds)
+
+    def hedge_delay(self) -> float:
+        """How long to wait before hedging: fixed, or the p95 of recent latencies."""
+        hedge = self.hedge
+        if isinstance(hedge, (int, float)):
+            return float(hedge)
+        if len(self._latencies) < 20:
+            return 1.0  # too few observations for a p95 yet
+        ordered = sorted(self._latencies)
+        return ordered[min(int(len(ordered) * 0.95), len(ordered) - 1)]
 
     # -- models ---------------------------------------------------------------------------
 
@@ -387,6 +468,10 @@ class Router:
         return result
 
     def close(self) -> None:
+        self._closing = True
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
         for member in self.members:
             member.backend.close()
         self._transport.close()

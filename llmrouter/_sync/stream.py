@@ -12,7 +12,7 @@ from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from llmrouter._sync.router import ChunkSource, Router, Execution, Member
+    from llmrouter._sync.router import ChunkSource, Router, Execution, Try
 
 __all__ = ["Stream"]
 
@@ -26,18 +26,18 @@ class Stream:
     the partial output, never a raw transport error and never a silently truncated answer.
     """
 
-    __slots__ = ("_acc", "_closed", "_ex", "_member", "_router", "_source")
+    __slots__ = ("_acc", "_closed", "_ex", "_router", "_source", "_try")
 
     def __init__(
         self,
         router: Router,
         ex: Execution[object],
-        member: Member,
+        attempt: Try,
         source: ChunkSource,
     ) -> None:
         self._router = router
         self._ex = ex
-        self._member = member
+        self._try = attempt
         self._source = source
         self._acc = ChunkAccumulator()
         self._closed = False
@@ -68,7 +68,12 @@ class Stream:
             except BackendError as exc:
                 self._recover(exc)
                 continue
-            self._acc.add(chunk)
+            if not self._acc.delivered:
+                self._acc.add(chunk)
+                if self._acc.delivered:  # the first content: time to first token
+                    self._router.observe_latency(self._router.now() - self._try.started)
+            else:
+                self._acc.add(chunk)
             return chunk
 
     def _recover(self, exc: BackendError) -> None:
@@ -76,16 +81,16 @@ class Stream:
         self._source.close()
         if self._acc.delivered:
             self._closed = True
-            self._router.stream_failed_late(self._ex, self._member, exc)
+            self._router.stream_failed_late(self._ex, self._try, exc)
             raise StreamInterruptedError(
                 f"stream interrupted after {len(self._acc.text)} characters: {exc.message}",
-                backend=self._member.name,
+                backend=self._try.member.name,
                 partial_text=self._acc.text,
                 partial_tool_calls=self._acc.tool_call_list(),
             ) from exc
         try:
-            self._router.stream_failed(self._ex, self._member, exc)
-            self._member, self._source = self._router.open_stream(self._ex)
+            self._router.stream_failed(self._ex, self._try, exc)
+            self._try, self._source = self._router.open_stream(self._ex)
         except BaseException:
             self._closed = True
             raise
@@ -93,7 +98,7 @@ class Stream:
     def _finish(self) -> None:
         if not self._closed:
             self._closed = True
-            self._router.stream_done(self._ex, self._member)
+            self._router.stream_done(self._ex, self._try)
 
     def close(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""

@@ -23,6 +23,7 @@ from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 __all__ = [
     "ChunkDecoder",
     "build_chat",
+    "build_health",
     "build_models",
     "map_error",
     "parse_chat",
@@ -71,6 +72,21 @@ def build_models(spec: BackendSpec) -> HTTPRequest:
         url=spec.base_url + "/models",
         headers=_headers(spec, {"Accept": "application/json"}, None),
         backend=spec.name,
+    )
+
+
+# Servers with a cheap liveness route at their root (openai-chat.md 6.1, 6.2): /health.
+_HEALTH_ROUTE = {"vllm": "/health", "tgi": "/health"}
+
+
+def build_health(spec: BackendSpec) -> HTTPRequest:
+    """The active health probe: vLLM and TGI ``GET /health``, others ``GET /models``."""
+    route = _HEALTH_ROUTE.get(spec.scheme)
+    if route is None:
+        return build_models(spec)
+    root = spec.base_url.removesuffix("/v1")
+    return HTTPRequest(
+        method="GET", url=root + route, headers=_headers(spec, {}, None), backend=spec.name
     )
 
 

@@ -28,6 +28,7 @@ from llmrouter import (
     ServerError,
     StreamInterruptedError,
 )
+from llmrouter._concurrency import sleep
 from llmrouter.events import Event
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy
 from tests.conftest import PARIS
@@ -400,3 +401,48 @@ def test_events_tell_the_story(proxies: list[FaultProxy]) -> None:
         ("success", U(b)),
     ]
     assert all(e.elapsed_s >= 0 for e in events)
+
+
+def test_health_probing_opens_and_closes_the_breaker(proxies: list[FaultProxy]) -> None:
+    a, b, _ = proxies
+    with Client(f"{U(a, health='30s')}, {U(b)}", retry_policy=NO_RETRY) as client:
+        router = client._router
+        member = router.members[0]
+        a.script(respond(503, {"message": "loading"}))
+        assert router.probe(member) is False
+        assert member.breaker.state == "open"
+        resp = client.chat.completions.create(messages=SHORT, max_tokens=2)
+        assert resp.route.attempts[0].skipped and resp.route.backend == U(b)
+        assert router.probe(member) is True  # GET /v1/models answers again
+        assert member.breaker.state == "closed"
+        resp = client.chat.completions.create(messages=SHORT, max_tokens=2)
+        assert resp.route.backend == U(a, health="30s")
+    assert a.served.count("pass") >= 2
+
+
+def test_health_probe_routes(llama_server: str) -> None:
+    from llmrouter.backends.openai_compat import build_health
+    from llmrouter.config import parse_backend
+
+    assert build_health(parse_backend("vllm://h:8000", {})).url == "http://h:8000/health"
+    assert build_health(parse_backend("tgi+https://h", {})).url == "https://h:8080/health"
+    assert build_health(parse_backend("llamacpp://h", {})).url == "http://h:8080/v1/models"
+    with Client(f"{llama_server}?health=1s") as client:
+        assert client._router.probe(client._router.members[0]) is True
+
+
+def test_background_prober_tracks_a_backend_without_traffic(
+    proxies: list[FaultProxy],
+) -> None:
+    a, _, _ = proxies
+    with Client(U(a, health="0.2s"), retry_policy=NO_RETRY) as client:
+        client.chat.completions.create(messages=SHORT, max_tokens=2)  # starts the prober
+        member = client._router.members[0]
+        a.script(*[respond(503, {"message": "down"})] * 2)
+        deadline = time.monotonic() + 5
+        while member.breaker.state != "open" and time.monotonic() < deadline:
+            sleep(0.05)
+        assert member.breaker.state == "open"
+        while member.breaker.state != "closed" and time.monotonic() < deadline:
+            sleep(0.05)
+        assert member.breaker.state == "closed"  # the probes answer again

@@ -124,8 +124,8 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a client gone, or the proxy shutting down
         finally:
             self._tasks.discard(task)
             writer.transport.abort()
