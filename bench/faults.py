@@ -8,10 +8,14 @@ Usage::
 Method
 ------
 Processes. The upstream is ``bench/_fakeserver.py`` (raw asyncio, cached responses) in its own
-process, so the "model" costs microseconds. Three :class:`tests.fakes.fault_proxy.FaultProxy`
-instances (one per backend) run in a second child process (this file with ``--proxies``), so
-their work neither shares the client's GIL nor shows up in its open-socket count. The client
-(``AsyncClient("A | B | C")``, one load-balanced group) runs in this process.
+process, so the "model" costs microseconds; it is run through this file (``--upstream``) only
+to add ``Connection: close`` to the answers of requests that ask to close (the proxy asks for
+one request per connection; without the header the client would pool connections the proxy is
+about to drop, and a stale keep-alive race would add unscripted failures). Three
+:class:`tests.fakes.fault_proxy.FaultProxy` instances (one per backend) run in a second child
+process (this file with ``--proxies``), so their work neither shares the client's GIL nor shows
+up in its open-socket count. The client (``AsyncClient("A | B | C")``, one load-balanced
+group) runs in this process, after a warm-up request (imports) on a throw-away client.
 
 Faults. Each proxy gets a seeded (``random.Random(seed + i)``) script, through its public
 ``script()`` call, much longer than the run needs: every connection independently draws a fault
@@ -20,7 +24,9 @@ blackhole, delay 0.2 s, reset / stall after a random 1-700 response bytes (in th
 the first chunk or later), 429 with ``Retry-After: 1`` (honoured) and ``Retry-After: 120``
 (over the policy's cap: fail over), 500/502/503/504/529, raw malformed SSE, raw truncated JSON,
 a raw non-HTTP answer, and ``drop_done``. The proxy serves one request per connection, so a
-connection is a call. Half of the requests (seeded) stream 8 chunks, half do not.
+connection is a call. Half of the requests (seeded) stream 8 chunks, half do not. The seeds
+fix each proxy's sequence of faults and each request's kind; which request meets which fault
+still depends on timing, so two runs differ a little.
 
 Client. Each backend URL carries ``ttft_timeout=0.5&read_timeout=0.5`` so blackholes and
 stalls are abandoned; every request has ``timeout=5`` (total, failover included); the default
@@ -30,15 +36,18 @@ under ``asyncio.wait_for`` with an outer bound of 3x its timeout: one that hits 
 
 Figures.
 
-* outcomes: succeeded; failed with a typed ``llmrouter`` error, classified (deadline spent,
-  every backend / retry exhausted, or a stream interrupted after content reached the caller,
-  which llmrouter never retries by design); untyped exceptions (must be 0); hung (must be 0);
-  successes whose content is not exactly what the upstream sent (must be 0: a truncated answer
-  must never pass as a success).
-* calls per backend: the proxies' connection counts, beside the attempts the client recorded.
-* retry budget: ``retry`` events, budget refusals (``give_up`` events saying so), the lowest
-  ``budget.available()`` sampled every 50 ms, and ``budget.stats()`` at the end (its window is
-  the last ``ttl`` = 10 s only).
+* outcomes: succeeded; failed with a typed ``llmrouter`` error, classified: deadline spent,
+  every backend / retry exhausted, or a stream interrupted after partial content reached the
+  caller (never retried, by design) are expected; anything else, including a stream that
+  raises after the whole answer and its ``finish_reason`` arrived, is flagged. Untyped
+  exceptions (must be 0); hung (must be 0); successes whose content is not exactly what the
+  upstream sent (must be 0: a truncated answer must never pass as a success).
+* calls per backend: the proxies' connection counts, which must equal the attempts the client
+  announced (``attempt_start`` events); throughput and the CPU time of each process (at
+  concurrency 100 on two cores the run is throughput-bound, so latencies include queueing).
+* retry budget: ``retry`` events, budget refusals (``give_up`` events saying so), the peak
+  share of the budget spent (``retries / (retries + available)`` from ``budget.stats()``,
+  sampled every 50 ms), and ``budget.stats()`` at the end (its window: the last 10 s only).
 * latency added by failover: end-to-end latency of successful requests whose route has more
   than one attempt, p50 and p99, minus the p50 of those served at the first attempt; also per
   kind of first error (a reset costs a round trip, a blackhole the 0.5 s time-to-first-token).
@@ -343,7 +352,7 @@ def ms(seconds: float) -> str:
 # The fault run
 
 
-def classify(exc: BaseException, elapsed: float) -> tuple[str, bool]:
+def classify(exc: BaseException, elapsed: float, finished: bool) -> tuple[str, bool]:
     """(label, expected): is this a failure the spec allows (deadline / retries exhausted)?"""
     import llmrouter
 
@@ -352,6 +361,9 @@ def classify(exc: BaseException, elapsed: float) -> tuple[str, bool]:
         if any(a.backend == "(deadline)" for a in exc.attempts) or elapsed >= TIMEOUT * 0.98:
             return f"{name} (deadline spent)", True
         return f"{name} (backends and retries exhausted)", True
+    if isinstance(exc, llmrouter.StreamInterruptedError) and finished:
+        # The answer was complete; the same cut on an EOF-delimited body is a success.
+        return f"{name} (unexpected: after the whole answer and finish_reason)", False
     if isinstance(exc, llmrouter.StreamInterruptedError):
         return f"{name} (after content; never retried by design)", True
     if isinstance(exc, llmrouter.BackendTimeoutError) and "deadline" in str(exc):
@@ -361,14 +373,18 @@ def classify(exc: BaseException, elapsed: float) -> tuple[str, bool]:
     return f"UNTYPED {type(exc).__module__}.{name}: {exc}"[:160], False
 
 
-async def one_request(client: Any, stream: bool) -> tuple[Any, str]:
+async def one_request(
+    client: Any, stream: bool, seen: dict[str, Any] | None = None
+) -> tuple[Any, str]:
+    """One request (a stream is read to its end); ``seen`` notes a stream's finish_reason."""
     if stream:
         s = await client.chat.completions.create(
             messages=MESSAGES, max_tokens=CHUNKS, stream=True, timeout=TIMEOUT
         )
         async with s:
-            async for _ in s:
-                pass
+            async for chunk in s:
+                if seen is not None and chunk.choices and chunk.choices[0].finish_reason:
+                    seen["finish_reason"] = chunk.choices[0].finish_reason
         return s.route, s.text
     resp = await client.chat.completions.create(
         messages=MESSAGES, max_tokens=CHUNKS, timeout=TIMEOUT
@@ -394,13 +410,16 @@ async def fault_run(
 
     events: Counter[str] = Counter()
     letters: dict[str, str] = {}  # backend display name -> A, B, C
+    attempts_per_backend: Counter[str] = Counter()
     breaker_changes: list[str] = []
     budget_refusals = 0
 
     def on_event(event: Any) -> None:
         nonlocal budget_refusals
         events[event.kind] += 1
-        if event.kind == "breaker":
+        if event.kind == "attempt_start":
+            attempts_per_backend[event.backend] += 1
+        elif event.kind == "breaker":
             breaker_changes.append(f"{letters.get(event.backend, event.backend)} {event.detail}")
         elif event.kind == "give_up" and event.detail == "retry budget exhausted":
             budget_refusals += 1
@@ -418,12 +437,14 @@ async def fault_run(
     streams = [rng.random() < 0.5 for _ in range(n)]
     records: list[dict[str, Any]] = []
     next_index = 0
-    min_available = budget.available()
+    peak_use = 0.0
 
     async def monitor() -> None:
-        nonlocal min_available
+        nonlocal peak_use
         while True:
-            min_available = min(min_available, budget.available())
+            stats = budget.stats()
+            allowed = stats["retries"] + stats["available"]
+            peak_use = max(peak_use, stats["retries"] / allowed if allowed > 0 else 1.0)
             await asyncio.sleep(0.05)
 
     async def worker() -> None:
@@ -433,9 +454,10 @@ async def fault_run(
             next_index += 1
             started = time.perf_counter()
             record: dict[str, Any] = {"stream": streams[i]}
+            seen: dict[str, Any] = {}
             try:
                 route, text = await asyncio.wait_for(
-                    one_request(client, streams[i]), TIMEOUT * OUTER_FACTOR
+                    one_request(client, streams[i], seen), TIMEOUT * OUTER_FACTOR
                 )
             except Exception as exc:
                 elapsed = time.perf_counter() - started
@@ -443,13 +465,15 @@ async def fault_run(
                     record.update(outcome="hung", latency=elapsed)
                     records.append(record)
                     continue
-                label, expected = classify(exc, elapsed)
+                label, expected = classify(exc, elapsed, "finish_reason" in seen)
                 attempts = getattr(exc, "attempts", None)
+                record["detail"] = (
+                    [a.describe() for a in attempts] if attempts else [f"{exc!r}"[:300]]
+                )
                 record.update(
                     outcome="failed" if isinstance(exc, llmrouter.LLMRouterError) else "untyped",
                     error=label,
                     expected=expected,
-                    attempts=[a.backend for a in attempts] if attempts else [],
                 )
             else:
                 expected_text = STREAM_TEXT if streams[i] else JSON_TEXT
@@ -462,7 +486,6 @@ async def fault_run(
                 record.update(
                     outcome="ok",
                     intact=text == expected_text,
-                    attempts=[a.backend for a in route.attempts if not a.skipped],
                     n_attempts=len(route.attempts),
                     first_error=type(first).__name__ if first is not None else None,
                 )
@@ -493,7 +516,6 @@ async def fault_run(
     for r in failover:
         by_first.setdefault(r["first_error"], []).append(r["latency"] - base)
     attempt_errors = Counter(e for r in records for e in r.get("errors", []))
-    attempts_per_backend = Counter(b for r in records for b in r.get("attempts", []))
     return {
         "requests": n,
         "concurrency": concurrency,
@@ -520,11 +542,17 @@ async def fault_run(
             for k, v in sorted(by_first.items(), key=lambda kv: -len(kv[1]))
         },
         "attempts_per_backend": {letters[b]: attempts_per_backend[b] for b in names},
+        "attempts_total": sum(attempts_per_backend.values()),
         "events": dict(events),
         "attempt_errors_of_successes": dict(attempt_errors.most_common()),
+        "failures": [
+            {"error": r["error"], "stream": r["stream"], "attempts": r["detail"]}
+            for r in records
+            if r["outcome"] in ("failed", "untyped")
+        ][:100],
         "retries": events["retry"],
         "budget_refusals": budget_refusals,
-        "budget_min_available": min_available,
+        "budget_peak_use": peak_use,
         "budget_stats_end": budget_end,
         "breaker_changes": breaker_changes,
         "breaker_states_end": breaker_states,
@@ -702,13 +730,27 @@ def report(run: dict[str, Any], mic: dict[str, Any], proxies: list[dict[str, Any
     )
     per_backend = " / ".join(str(c) for c in conns)
     attempts = " / ".join(str(v) for v in run["attempts_per_backend"].values())
-    rows.append(("calls per backend A / B / C (proxy connections)", per_backend, "", ""))
-    rows.append(("attempts per backend A / B / C (client routes)", attempts, "", ""))
+    rows.append(
+        (
+            "calls per backend A / B / C (proxy connections)",
+            f"{per_backend} (total {sum(conns)}; {sum(conns) / n:.2f} per request)",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "attempts per backend A / B / C (client attempt_start events)",
+            attempts,
+            "= connections",
+            verdict(list(run["attempts_per_backend"].values()) == conns),
+        )
+    )
     b = run["budget_stats_end"]
     rows.append(
         (
-            "retry budget: retries / refusals / lowest available",
-            f"{run['retries']} / {run['budget_refusals']} / {run['budget_min_available']:.0f}",
+            "retry budget: retries / refusals / peak share of budget spent",
+            f"{run['retries']} / {run['budget_refusals']} / {run['budget_peak_use']:.0%}",
             "",
             "",
         )

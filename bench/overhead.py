@@ -14,8 +14,11 @@ Method
 * One long-lived worker process per library (raw ``httpx2``, raw ``aiohttp``, the ``openai``
   SDK, ``llmrouter``) holds its clients and connection pools; the parent drives the workers in
   turn over a pipe, so the libraries never share a process but their measurements interleave
-  (``rounds`` times; the reported number is the median over rounds), which spreads out noise
-  from other work on the machine. Every phase warms up first.
+  (``rounds`` rounds; latency phases also take turns in five slices within a round), which
+  spreads noise from other work on the machine over all of them. A value is the median over
+  rounds; a comparison ("vs baseline") is the median of per-round pairs. Every phase warms up
+  first. Each worker reports the share of the CPU it got, so a run disturbed by other work
+  says so.
 * Raw baselines do what a careful hand-written client does: ``httpx2.Client.post(json=...)``
   + ``json.loads`` of the body; streams iterate lines, keep ``data: `` lines and ``json.loads``
   each payload (to the end of the body). ``aiohttp`` gets ``TCPConnector(limit=0)`` and httpx2
@@ -30,9 +33,10 @@ Measurements
     import + construct a client + one request, in a fresh process.
 (b) sequential per-request time, sync and async: median of per-request wall times.
 (c) requests/s at concurrency 200 (async): 200 tasks loop on requests; completions counted in
-    a fixed window after a warm-up window.
+    a fixed window after a warm-up window, then the tasks are cancelled.
 (d) per-chunk time of a 200-chunk stream (sync): (request to end of stream) / 200, median.
-(e) chunks/s with 100 concurrent 200-chunk streams (async), counted in a fixed window.
+(e) chunks/s with 100 concurrent 200-chunk streams (async), each chunk counted as it arrives,
+    in a fixed window.
 (f) peak RSS (``resource.getrusage(...).ru_maxrss``) of a fresh process per client after
     holding 500 streams open at once (each has yielded a chunk before any is drained), then
     draining them. Sync clients hold them with an ``ExitStack`` in one thread; async clients
@@ -958,8 +962,13 @@ def build_table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         "Async rows use httpx2.AsyncClient / AsyncOpenAI / llmrouter.AsyncClient. Values in "
         "(a)-(e) are medians over samples/rounds; 'vs baseline' is the median of per-round "
         "pairs (same run, same round), so drift on a shared machine cancels out. (f) is one "
-        f"fresh process per client. The openai SDK ran {res['config']['openai_rounds']} of "
-        f"{res['config']['rounds']} rounds.",
+        "fresh process per client. "
+        + (
+            f"The openai SDK ran {res['config']['openai_rounds']} of {res['config']['rounds']} "
+            "rounds."
+            if "openai" in res["config"]["libs"]
+            else "The openai SDK was measured in the import rows only (--quick)."
+        ),
     ]
     cpu = res["cpu"]
     if cpu:

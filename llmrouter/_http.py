@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmrouter.errors import BackendConnectionError, BackendTimeoutError
+from llmrouter.errors import BackendConnectionError, BackendTimeoutError, ProtocolError
 
 if TYPE_CHECKING:
     import httpx2
@@ -300,6 +300,10 @@ def _aiohttp_error(exc: BaseException, request: HTTPRequest) -> Exception:
         return BackendTimeoutError(f"connect timeout ({what})", backend=request.backend)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return BackendTimeoutError(f"read timeout ({what})", backend=request.backend)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp's parser rejected the answer (not HTTP at all, a bad status line); its
+        # "400" is aiohttp's own code, not the server's.
+        return ProtocolError(f"malformed HTTP response ({exc.message})", backend=request.backend)
     return BackendConnectionError(what, backend=request.backend)
 
 

@@ -169,6 +169,11 @@ class CircuitBreaker:
     Half-open: exactly one probe call is let through; its success closes the breaker, its
     failure opens it again for another cooldown.
 
+    Outcomes of calls admitted before the breaker last opened are ignored (pass the
+    :attr:`generation` read at admission): under concurrency, a slow call that started while
+    the backend looked healthy must not close a breaker that just opened, and only the probe's
+    outcome decides a half-open breaker.
+
     Thread-safe: one breaker is shared by every request of a client.
     """
 
@@ -194,7 +199,13 @@ class CircuitBreaker:
         self._state: BreakerState = "closed"
         self._opened_at = 0.0
         self._probe_out = False
+        self._generation = 0
         self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        """Changes each time the breaker opens; read it when admitting a call."""
+        return self._generation
 
     @property
     def state(self) -> BreakerState:
@@ -209,6 +220,8 @@ class CircuitBreaker:
 
     def _set(self, state: BreakerState) -> None:
         old, self._state = self._state, state
+        if state == "open":
+            self._generation += 1
         if state == "half_open":
             self._probe_out = False
         if old != state and self._on_change is not None:
@@ -243,19 +256,25 @@ class CircuitBreaker:
         """Open now (an active health probe found the backend down)."""
         with self._lock:
             self._opened_at = self._clock()
-            if self._state != "open":
+            if self._current() != "open":
                 self._set("open")
 
-    def record_success(self) -> None:
+    def record_success(self, generation: int | None = None) -> None:
+        """A call succeeded (``generation``: as read when it was admitted)."""
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             self._outcomes.append(True)
             self._consecutive = 0
             if self._current() != "closed":
                 self._outcomes.clear()
                 self._set("closed")
 
-    def record_failure(self) -> None:
+    def record_failure(self, generation: int | None = None) -> None:
+        """A call failed (``generation``: as read when it was admitted)."""
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             self._outcomes.append(False)
             self._consecutive += 1
             state = self._current()

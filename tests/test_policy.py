@@ -187,3 +187,20 @@ def test_deadline() -> None:
     clock.now += 3
     assert deadline.expired() and deadline.remaining() == 0
     assert Deadline(None, clock).cap(4) == 4 and not Deadline(None, clock).expired()
+
+
+def test_outcomes_of_calls_admitted_before_opening_are_ignored() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=2, cooldown=30, clock=clock)
+    slow = breaker.generation  # a slow call is admitted while the breaker is closed
+    breaker.record_failure(breaker.generation)
+    breaker.record_failure(breaker.generation)
+    assert breaker.state == "open"
+    breaker.record_success(slow)  # the slow call finishes fine: the breaker stays open
+    assert breaker.state == "open" and breaker.cooldown_remaining() == 30
+    breaker.record_failure(slow)  # nor does a straggler's failure restart the cooldown
+    clock.now += 30
+    assert breaker.allow()
+    probe = breaker.generation
+    breaker.record_success(probe)  # only the probe decides
+    assert breaker.state == "closed"

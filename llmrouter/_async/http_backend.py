@@ -56,6 +56,15 @@ class AsyncHTTPChunkSource:
                 await self._response.aclose()
                 pending.extend(decoder.close())
                 continue
+            except BackendError:
+                if not decoder.finished:
+                    await self.aclose()
+                    raise
+                # The answer was whole (finish_reason seen) when the body broke off: that is
+                # an end of stream, however the HTTP framing ended (chunked or not).
+                self._closed = True
+                await self._response.aclose()
+                continue
             except BaseException:
                 await self.aclose()
                 raise

@@ -57,6 +57,15 @@ class HTTPChunkSource:
                 self._response.close()
                 pending.extend(decoder.close())
                 continue
+            except BackendError:
+                if not decoder.finished:
+                    self.close()
+                    raise
+                # The answer was whole (finish_reason seen) when the body broke off: that is
+                # an end of stream, however the HTTP framing ended (chunked or not).
+                self._closed = True
+                self._response.close()
+                continue
             except BaseException:
                 self.close()
                 raise

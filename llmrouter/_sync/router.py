@@ -131,6 +131,7 @@ class Try:
     started: float
     deadline: Deadline
     number: int
+    generation: int  # of the member's breaker when this attempt was admitted
 
 
 class Router:
@@ -351,7 +352,7 @@ class Router:
         member.balancer.finished(member.index, None)
         ex.route.attempts.append(Attempt(member.name, error, self._clock() - t.started))
         if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure()
+            member.breaker.record_failure(t.generation)
         self.events.emit(Event("failure", member.name, t.number, self._elapsed(ex), error))
 
     def _begin(self, ex: Execution[object], member: Member) -> Try:
@@ -360,7 +361,7 @@ class Router:
         if self.events.active:
             self.events.emit(Event("attempt_start", member.name, ex.calls, self._elapsed(ex)))
         deadline = ex.deadline.child(member.spec.timeouts.total)
-        return Try(member, self._clock(), deadline, ex.calls)
+        return Try(member, self._clock(), deadline, ex.calls, member.breaker.generation)
 
     def _succeeded(self, ex: Execution[object], t: Try) -> None:
         member = t.member
@@ -368,7 +369,7 @@ class Router:
         member.balancer.finished(member.index, latency)
         ex.route.attempts.append(Attempt(member.name, None, latency))
         ex.route.backend = member.name
-        member.breaker.record_success()
+        member.breaker.record_success(t.generation)
         if self.events.active:
             self.events.emit(Event("success", member.name, t.number, self._elapsed(ex)))
 

@@ -164,6 +164,11 @@ class ChunkDecoder:
         """``[DONE]`` was seen: the stream is complete."""
         return self._done
 
+    @property
+    def finished(self) -> bool:
+        """A ``finish_reason`` was seen: the answer is whole even if ``[DONE]`` never comes."""
+        return self._finished or self._done
+
     def feed(self, data: bytes) -> list[ChatCompletionChunk]:
         """Decode more body bytes."""
         return self._parse(self._sse.feed(data))

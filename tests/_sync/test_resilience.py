@@ -278,8 +278,12 @@ def test_stream_fails_over_before_content(proxies: list[FaultProxy]) -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault("reset_after", after=3000), Fault("drop_done"), Fault("stall_after", after=3000)],
-    ids=["reset", "closed-before-done", "stall"],
+    [
+        Fault("reset_after", after=3000),
+        Fault("close_after", after=3000),
+        Fault("stall_after", after=3000),
+    ],
+    ids=["reset", "clean-close", "stall"],
 )
 def test_stream_cut_after_content_raises_with_the_partial_text(
     proxies: list[FaultProxy], fault: Fault
@@ -287,7 +291,7 @@ def test_stream_cut_after_content_raises_with_the_partial_text(
     a, b, _ = proxies
     a.script(fault)
     received = ""
-    url = f"{U(a, read_timeout=2)}, {U(b)}"  # sync: also bounds the first chunk
+    url = f"{U(a, read_timeout=4)}, {U(b)}"  # sync: also bounds the first chunk
     with Client(url, retry_policy=FAST) as client:
         stream = client.chat.completions.create(
             messages=[{"role": "user", "content": "Count from 1 to 50."}],
@@ -302,6 +306,20 @@ def test_stream_cut_after_content_raises_with_the_partial_text(
     assert received and info.value.partial_text == received
     assert info.value.backend.startswith(U(a))
     assert b.connections == 0  # never resent after content reached the caller
+
+
+def test_a_cut_after_the_finish_chunk_is_a_normal_end(proxies: list[FaultProxy]) -> None:
+    a, b, _ = proxies
+    a.script(Fault("drop_done"))  # everything but "data: [DONE]", then a clean close
+    with Client(f"{U(a)}, {U(b)}", retry_policy=FAST) as client:
+        stream = client.chat.completions.create(
+            messages=PARIS, max_tokens=32, temperature=0, stream=True
+        )
+        with stream:
+            chunks = [chunk for chunk in stream]
+    assert "Paris" in stream.text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert stream.route.backend == U(a) and b.connections == 0
 
 
 def test_open_breaker_is_skipped_without_a_call(proxies: list[FaultProxy]) -> None:

@@ -9,6 +9,7 @@ Each accepted connection carries one request and takes the next scripted :class:
 * ``delay``       forward, but hold the first response byte for ``seconds``;
 * ``reset_after`` forward ``after`` response bytes, then reset;
 * ``stall_after`` forward ``after`` response bytes, then go silent (connection kept open);
+* ``close_after`` forward ``after`` response bytes, then close cleanly (FIN);
 * ``respond``     answer ``status`` with ``headers`` and ``body`` without calling upstream;
 * ``raw``         send ``body`` as the whole raw response (malformed SSE, truncated JSON...);
 * ``drop_done``   forward the response but cut it, cleanly, just before ``data: [DONE]``.
@@ -173,9 +174,13 @@ class FaultProxy:
             if first and fault.kind == "delay":
                 await asyncio.sleep(fault.seconds)
             first = False
-            if fault.kind in ("reset_after", "stall_after") and sent + len(data) >= fault.after:
+            cutting = fault.kind in ("reset_after", "stall_after", "close_after")
+            if cutting and sent + len(data) >= fault.after:
                 writer.write(data[: fault.after - sent])
                 await writer.drain()
+                if fault.kind == "close_after":
+                    writer.close()
+                    return
                 if fault.kind == "reset_after":
                     # Let the client read what was sent: an RST discards unread data.
                     await asyncio.sleep(0.2)
