@@ -9,11 +9,13 @@ the iterator, so an engine can stop generating at the next token.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AsyncSleep",
@@ -33,8 +35,15 @@ __all__ = [
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 Sleep = Callable[[float], None]
-asleep: AsyncSleep = asyncio.sleep
 sleep: Sleep = time.sleep
+
+
+async def asleep(seconds: float) -> None:
+    """``asyncio.sleep`` (asyncio is imported on first use: the sync client never loads it)."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
 
 T = TypeVar("T")
 
@@ -45,6 +54,8 @@ class Background(Protocol):
 
 def aspawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> Background:
     """Run ``fn()`` as a task of the running event loop (for health probing)."""
+    import asyncio
+
     return asyncio.get_running_loop().create_task(fn(), name="llmrouter-health")
 
 
@@ -64,6 +75,8 @@ _END = object()
 
 async def athread_call(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a worker thread and await its result."""
+    import asyncio
+
     return await asyncio.to_thread(fn)
 
 
@@ -82,6 +95,8 @@ class AsyncThreadIterator(Generic[T]):
         self._finished = False
 
     def _start(self) -> asyncio.Queue[tuple[object, BaseException | None]]:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
 

@@ -10,7 +10,6 @@ attempt, which is exactly the cost the sync client exists to avoid.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmrouter._request import ChatRequest
@@ -19,6 +18,8 @@ from llmrouter.events import Event
 from llmrouter.types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
+    import asyncio
+
     from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Try
     from llmrouter._async.stream import AsyncStream
 
@@ -58,6 +59,8 @@ class _Prefetched:
 
 async def _race(router: AsyncRouter, ex: Execution[object], attempt: Any) -> tuple[Try, Any]:
     """Run ``attempt(try)`` on the chain, hedging once after the delay; return the winner."""
+    import asyncio
+
     running: dict[asyncio.Future[Any], Try] = {}
 
     async def launch() -> None:

@@ -16,7 +16,6 @@ here retries: the router is the one owner of retries.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +51,7 @@ class HTTPRequest:
         first_byte_timeout: seconds from sending to the response headers (aiohttp: to the
             first body chunk too, via :meth:`AsyncResponse.first_chunk_received`).
         read_timeout: seconds of silence tolerated while reading the body afterwards.
+        total_timeout: seconds for the whole exchange (what is left of the request's deadline).
 
     The driver sets the timeouts (codecs leave them alone), capped by the request's deadline.
     """
@@ -64,6 +64,7 @@ class HTTPRequest:
     connect_timeout: float | None = None
     first_byte_timeout: float | None = None
     read_timeout: float | None = None
+    total_timeout: float | None = None
 
 
 class SyncResponse(Protocol):
@@ -99,6 +100,8 @@ def _httpx_errors() -> tuple[type[BaseException], ...]:
 
 
 def _aiohttp_errors() -> tuple[type[BaseException], ...]:
+    import asyncio
+
     import aiohttp
 
     return (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -118,8 +121,8 @@ def _httpx_error(exc: BaseException, request: HTTPRequest) -> Exception:
 def _httpx_timeout(request: HTTPRequest) -> dict[str, float | None]:
     return {
         "connect": request.connect_timeout,
-        "read": request.first_byte_timeout,
-        "write": request.first_byte_timeout,
+        "read": request.first_byte_timeout or request.total_timeout,
+        "write": request.first_byte_timeout or request.total_timeout,
         "pool": request.connect_timeout,
     }
 
@@ -129,7 +132,7 @@ def _body_timeout(timeouts: dict[str, float | None], request: HTTPRequest) -> No
     # from here on the idle timeout applies (or, without one, the first-byte deadline still
     # bounds every read). httpx cannot change it again mid-body, so for a stream the first
     # chunk waits at most this long too.
-    timeouts["read"] = request.read_timeout or request.first_byte_timeout
+    timeouts["read"] = request.read_timeout or request.first_byte_timeout or request.total_timeout
 
 
 class _HttpxSyncResponse:
@@ -293,6 +296,8 @@ class HttpxAsyncTransport:
 
 
 def _aiohttp_error(exc: BaseException, request: HTTPRequest) -> Exception:
+    import asyncio
+
     import aiohttp
 
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -359,10 +364,12 @@ class AsyncHTTPTransport:
 
     def __init__(self, *, limit: int = 0) -> None:
         self._session: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: Any = None
         self._limit = limit
 
     def _get_session(self) -> Any:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop or self._session.closed:
             import aiohttp
@@ -380,8 +387,12 @@ class AsyncHTTPTransport:
         import aiohttp
 
         session = self._get_session()
+        # One timer for the whole exchange; per-read timers only where a user asked for them
+        # (aiohttp re-arms a per-read timer on every packet).
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=request.connect_timeout, sock_read=request.first_byte_timeout
+            total=request.total_timeout,
+            sock_connect=request.connect_timeout,
+            sock_read=request.first_byte_timeout,
         )
         try:
             response = await session.request(
@@ -397,6 +408,8 @@ class AsyncHTTPTransport:
         return _AiohttpResponse(response, request)
 
     async def aclose(self) -> None:
+        import asyncio
+
         if self._session is not None and not self._session.closed:
             try:
                 same_loop = asyncio.get_running_loop() is self._loop

@@ -39,6 +39,7 @@ def test_sync_client_creation_loads_no_optional_dependency() -> None:
         "from llmrouter import Client\nClient('vllm://127.0.0.1:9, local://smollm2')"
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "asyncio" not in loaded  # the sync client never pays for the event loop
 
 
 def test_public_names_are_sorted_and_importable() -> None:

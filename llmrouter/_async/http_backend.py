@@ -19,12 +19,15 @@ __all__ = ["AsyncHTTPBackend", "AsyncHTTPChunkSource"]
 class AsyncHTTPChunkSource:
     """The chunks of one streamed response; ``aclose()`` releases the connection.
 
-    Iteration ends at ``[DONE]``. Closing afterwards reads the few bytes that finish the HTTP
-    exchange (as openai-python does), so the connection can be reused; closing earlier drops
-    the connection, since the server may still be writing into it.
+    Events are framed as bytes arrive and parsed one per pull. Iteration ends at ``[DONE]``.
+    Closing afterwards reads the few bytes that finish the HTTP exchange (as openai-python
+    does), so the connection can be reused; closing earlier drops the connection, since the
+    server may still be writing into it.
     """
 
-    __slots__ = ("_backend", "_bytes", "_closed", "_deadline", "_decoder", "_pending", "_response")
+    __slots__ = (
+        "_backend", "_bytes", "_closed", "_deadline", "_decoder", "_eof", "_pending", "_response"
+    )  # fmt: skip
 
     def __init__(
         self, response: AsyncResponse, decoder: Any, deadline: Deadline, backend: str
@@ -34,57 +37,63 @@ class AsyncHTTPChunkSource:
         self._decoder = decoder
         self._deadline = deadline
         self._bytes = response.aiter_bytes()
-        self._pending: deque[ChatCompletionChunk] = deque()
+        self._pending: deque[bytes] = deque()
         self._closed = False
+        self._eof = False
 
     def __aiter__(self) -> AsyncHTTPChunkSource:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
+        decoder = self._decoder
         pending = self._pending
-        while not pending:
-            decoder = self._decoder
-            if decoder.error is not None:
-                await self.aclose()
-                raise decoder.error
-            if self._closed or decoder.done:
-                raise StopAsyncIteration
-            try:
-                data = await self._bytes.__anext__()
-            except StopAsyncIteration:
-                self._closed = True
-                await self._response.aclose()
-                pending.extend(decoder.close())
-                continue
-            except BackendError:
-                if not decoder.finished:
+        while True:
+            if pending:
+                try:
+                    chunk: ChatCompletionChunk | None = decoder.parse(pending.popleft())
+                except BaseException:
                     await self.aclose()
                     raise
-                # The answer was whole (finish_reason seen) when the body broke off: that is
-                # an end of stream, however the HTTP framing ended (chunked or not).
-                self._closed = True
-                await self._response.aclose()
+                if chunk is not None:
+                    return chunk
                 continue
-            except BaseException:
+            if self._eof or decoder.done or self._closed:
+                if not decoder.finished and not self._closed:
+                    await self.aclose()
+                    decoder.check_end()
+                raise StopAsyncIteration
+            await self._read()
+
+    async def _read(self) -> None:
+        try:
+            data = await self._bytes.__anext__()
+        except StopAsyncIteration:
+            self._eof = True
+            self._pending.extend(self._decoder.close())
+            return
+        except BackendError:
+            if not self._decoder.finished:
                 await self.aclose()
                 raise
-            if self._deadline.expired():
-                await self.aclose()
-                raise BackendTimeoutError(
-                    "the request's total deadline passed mid-stream", backend=self._backend
-                )
-            try:
-                pending.extend(decoder.feed(data))
-            except BaseException:
-                await self.aclose()
-                raise
-        return pending.popleft()
+            # The answer was whole (finish_reason seen) when the body broke off: that is an
+            # end of stream, however the HTTP framing ended (chunked or not).
+            self._eof = True
+            return
+        except BaseException:
+            await self.aclose()
+            raise
+        if self._deadline.expired():
+            await self.aclose()
+            raise BackendTimeoutError(
+                "the request's total deadline passed mid-stream", backend=self._backend
+            )
+        self._pending.extend(self._decoder.feed(data))
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._decoder.done:
+        if self._decoder.done and not self._eof:
             # Finish the exchange so the connection goes back to the pool.
             try:
                 async for _ in self._bytes:
@@ -111,8 +120,9 @@ class AsyncHTTPBackend:
         """Set the request's timeouts from this backend's settings, capped by the deadline."""
         timeouts = self.spec.timeouts
         http.connect_timeout = deadline.cap(timeouts.connect)
-        http.first_byte_timeout = deadline.cap(timeouts.ttft)
-        http.read_timeout = deadline.cap(timeouts.read)
+        http.first_byte_timeout = None if timeouts.ttft is None else deadline.cap(timeouts.ttft)
+        http.read_timeout = None if timeouts.read is None else deadline.cap(timeouts.read)
+        http.total_timeout = deadline.remaining()
         return http
 
     async def _send(self, http: HTTPRequest) -> AsyncResponse:

@@ -20,12 +20,15 @@ __all__ = ["HTTPBackend", "HTTPChunkSource"]
 class HTTPChunkSource:
     """The chunks of one streamed response; ``close()`` releases the connection.
 
-    Iteration ends at ``[DONE]``. Closing afterwards reads the few bytes that finish the HTTP
-    exchange (as openai-python does), so the connection can be reused; closing earlier drops
-    the connection, since the server may still be writing into it.
+    Events are framed as bytes arrive and parsed one per pull. Iteration ends at ``[DONE]``.
+    Closing afterwards reads the few bytes that finish the HTTP exchange (as openai-python
+    does), so the connection can be reused; closing earlier drops the connection, since the
+    server may still be writing into it.
     """
 
-    __slots__ = ("_backend", "_bytes", "_closed", "_deadline", "_decoder", "_pending", "_response")
+    __slots__ = (
+        "_backend", "_bytes", "_closed", "_deadline", "_decoder", "_eof", "_pending", "_response"
+    )  # fmt: skip
 
     def __init__(
         self, response: SyncResponse, decoder: Any, deadline: Deadline, backend: str
@@ -35,57 +38,63 @@ class HTTPChunkSource:
         self._decoder = decoder
         self._deadline = deadline
         self._bytes = response.iter_bytes()
-        self._pending: deque[ChatCompletionChunk] = deque()
+        self._pending: deque[bytes] = deque()
         self._closed = False
+        self._eof = False
 
     def __iter__(self) -> HTTPChunkSource:
         return self
 
     def __next__(self) -> ChatCompletionChunk:
+        decoder = self._decoder
         pending = self._pending
-        while not pending:
-            decoder = self._decoder
-            if decoder.error is not None:
-                self.close()
-                raise decoder.error
-            if self._closed or decoder.done:
-                raise StopIteration
-            try:
-                data = self._bytes.__next__()
-            except StopIteration:
-                self._closed = True
-                self._response.close()
-                pending.extend(decoder.close())
-                continue
-            except BackendError:
-                if not decoder.finished:
+        while True:
+            if pending:
+                try:
+                    chunk: ChatCompletionChunk | None = decoder.parse(pending.popleft())
+                except BaseException:
                     self.close()
                     raise
-                # The answer was whole (finish_reason seen) when the body broke off: that is
-                # an end of stream, however the HTTP framing ended (chunked or not).
-                self._closed = True
-                self._response.close()
+                if chunk is not None:
+                    return chunk
                 continue
-            except BaseException:
+            if self._eof or decoder.done or self._closed:
+                if not decoder.finished and not self._closed:
+                    self.close()
+                    decoder.check_end()
+                raise StopIteration
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            data = self._bytes.__next__()
+        except StopIteration:
+            self._eof = True
+            self._pending.extend(self._decoder.close())
+            return
+        except BackendError:
+            if not self._decoder.finished:
                 self.close()
                 raise
-            if self._deadline.expired():
-                self.close()
-                raise BackendTimeoutError(
-                    "the request's total deadline passed mid-stream", backend=self._backend
-                )
-            try:
-                pending.extend(decoder.feed(data))
-            except BaseException:
-                self.close()
-                raise
-        return pending.popleft()
+            # The answer was whole (finish_reason seen) when the body broke off: that is an
+            # end of stream, however the HTTP framing ended (chunked or not).
+            self._eof = True
+            return
+        except BaseException:
+            self.close()
+            raise
+        if self._deadline.expired():
+            self.close()
+            raise BackendTimeoutError(
+                "the request's total deadline passed mid-stream", backend=self._backend
+            )
+        self._pending.extend(self._decoder.feed(data))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._decoder.done:
+        if self._decoder.done and not self._eof:
             # Finish the exchange so the connection goes back to the pool.
             try:
                 for _ in self._bytes:
@@ -112,8 +121,9 @@ class HTTPBackend:
         """Set the request's timeouts from this backend's settings, capped by the deadline."""
         timeouts = self.spec.timeouts
         http.connect_timeout = deadline.cap(timeouts.connect)
-        http.first_byte_timeout = deadline.cap(timeouts.ttft)
-        http.read_timeout = deadline.cap(timeouts.read)
+        http.first_byte_timeout = None if timeouts.ttft is None else deadline.cap(timeouts.ttft)
+        http.read_timeout = None if timeouts.read is None else deadline.cap(timeouts.read)
+        http.total_timeout = deadline.remaining()
         return http
 
     def _send(self, http: HTTPRequest) -> SyncResponse:

@@ -17,7 +17,7 @@ from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.config import BackendSpec
-from llmrouter.errors import BackendConnectionError, BackendError, ProtocolError, StatusError
+from llmrouter.errors import BackendConnectionError, ProtocolError, StatusError
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
 __all__ = [
@@ -110,16 +110,19 @@ def _raise_if_error_object(spec: BackendSpec, data: Any) -> None:
         raise error_from_status(status, {}, pydantic_core.to_json(data), backend=spec.name)
 
 
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError:
+        return None
+
+
 def parse_chat(spec: BackendSpec, body: bytes) -> ChatCompletion:
     """Parse a 200 response body into a :class:`ChatCompletion`."""
     try:
         return ChatCompletion.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        try:
-            data = pydantic_core.from_json(body)
-        except ValueError:
-            data = None
-        _raise_if_error_object(spec, data)
+        _raise_if_error_object(spec, _json_or_none(body))
         raise ProtocolError(
             f"response is not a chat completion: {_first_error(exc)}", backend=spec.name
         ) from None
@@ -141,27 +144,27 @@ def _first_error(exc: pydantic.ValidationError) -> str:
 
 
 class ChunkDecoder:
-    """Bytes of an SSE chat stream -> :class:`ChatCompletionChunk` values.
+    """Bytes of an SSE chat stream -> :class:`ChatCompletionChunk` values, one at a time.
 
+    ``feed`` only frames events (cheap); ``parse`` turns one event into a chunk when the caller
+    pulls it, so a stream holds raw bytes, not parsed models, for whatever it has buffered, and
+    an error event raises exactly where it stands (after the content before it was handed over).
     Raises the typed error for an ``{"error": ...}`` event, :class:`ProtocolError` for a frame
     that is not a chunk, and :class:`BackendConnectionError` when the body ends before
     ``[DONE]`` while a choice is still unfinished.
     """
 
-    __slots__ = ("_done", "_finished", "_spec", "_sse", "error")
+    __slots__ = ("_done", "_finished", "_spec", "_sse")
 
     def __init__(self, spec: BackendSpec) -> None:
         self._spec = spec
         self._sse = SSEDecoder()
         self._done = False
         self._finished = False
-        #: A failure found after good chunks of the same read: raised once those are handed
-        #: over, so content is never lost to an error that arrived in the same packet.
-        self.error: BackendError | None = None
 
     @property
     def done(self) -> bool:
-        """``[DONE]`` was seen: the stream is complete."""
+        """``[DONE]`` was parsed: the stream is complete."""
         return self._done
 
     @property
@@ -169,37 +172,22 @@ class ChunkDecoder:
         """A ``finish_reason`` was seen: the answer is whole even if ``[DONE]`` never comes."""
         return self._finished or self._done
 
-    def feed(self, data: bytes) -> list[ChatCompletionChunk]:
-        """Decode more body bytes."""
-        return self._parse(self._sse.feed(data))
+    def feed(self, data: bytes) -> list[bytes]:
+        """Frame more body bytes into events (not parsed yet)."""
+        return self._sse.feed(data)
 
-    def _parse(self, events: list[bytes]) -> list[ChatCompletionChunk]:
-        chunks: list[ChatCompletionChunk] = []
-        for event in events:
-            if self._done or self.error is not None:
-                break
-            if event.startswith(b"[DONE]"):
-                self._done = True
-                break
-            try:
-                chunk = self._chunk(event)
-            except BackendError as exc:
-                if not chunks:
-                    raise
-                self.error = exc
-                break
-            if chunk.choices and chunk.choices[0].finish_reason is not None:
-                self._finished = True
-            chunks.append(chunk)
-        return chunks
-
-    def _chunk(self, event: bytes) -> ChatCompletionChunk:
+    def parse(self, event: bytes) -> ChatCompletionChunk | None:
+        """One event as a chunk; ``None`` for ``[DONE]`` (and for anything after it)."""
+        if self._done:
+            return None
+        if event.startswith(b"[DONE]"):
+            self._done = True
+            return None
         try:
-            return ChatCompletionChunk.model_validate_json(event)
+            chunk = ChatCompletionChunk.model_validate_json(event)
         except pydantic.ValidationError as exc:
-            try:
-                data = pydantic_core.from_json(event)
-            except ValueError:
+            data = _json_or_none(event)
+            if data is None:
                 raise ProtocolError(
                     f"malformed stream event: {event[:200]!r}", backend=self._spec.name
                 ) from None
@@ -207,12 +195,17 @@ class ChunkDecoder:
             raise ProtocolError(
                 f"stream event is not a chunk: {_first_error(exc)}", backend=self._spec.name
             ) from None
+        if chunk.choices and chunk.choices[0].finish_reason is not None:
+            self._finished = True
+        return chunk
 
-    def close(self) -> list[ChatCompletionChunk]:
-        """The body ended: last chunks, or an error if the stream was cut short."""
-        chunks = self._parse(self._sse.close())
+    def close(self) -> list[bytes]:
+        """The body ended: the last events it held (a final event lacking its blank line)."""
+        return self._sse.close()
+
+    def check_end(self) -> None:
+        """Every event is parsed and the body is over: complain if the answer was cut short."""
         if not self._done and not self._finished:
             raise BackendConnectionError(
                 "stream ended before [DONE] and before any finish_reason", backend=self._spec.name
             )
-        return chunks
