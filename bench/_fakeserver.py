@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 
 MODEL = "m"
@@ -189,6 +190,17 @@ async def serve(host: str, port: int) -> None:
     sys.stdout.flush()
     async with server:
         await server.serve_forever()
+
+
+def spawn_port_process(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """Start a child that prints ``PORT <n>`` once listening; return it and the port."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, int(line.split()[1])
 
 
 def pin(cpu: int | None) -> None:

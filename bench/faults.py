@@ -84,6 +84,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _fakeserver import spawn_port_process  # bench/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
@@ -255,17 +257,7 @@ def serve_upstream() -> None:
 
 
 def start_upstream() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__)), "--upstream"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, int(line.split()[1])
+    return spawn_port_process([sys.executable, str(Path(__file__)), "--upstream"])
 
 
 class ProxyProcess:

@@ -66,6 +66,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _fakeserver import spawn_port_process  # bench/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODEL = "m"
@@ -588,13 +590,7 @@ def start_server(cpu: int | None) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, str(HERE / "_fakeserver.py"), "--port", "0"]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, int(line.split()[1])
+    return spawn_port_process(cmd)
 
 
 IMPORTS = {

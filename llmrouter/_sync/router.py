@@ -278,11 +278,12 @@ class Router:
             )
             ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
             self.events.emit(Event("skip", member.name, elapsed_s=self._elapsed(ex), error=error))
-        if ex.calls == 0 and ex.skipped:
-            # Every backend is open: rather than fail without a call, probe the one whose
-            # cooldown ends first.
+        if ex.skipped and (ex.calls == 0 or self.budget.try_spend()):
+            # Nothing healthy is left: rather than fail without a call, probe the open backend
+            # whose cooldown ends first. The first such probe is free; later ones in the same
+            # request spend the retry budget, so a full outage cannot multiply load.
             member = min(ex.skipped, key=lambda m: m.breaker.cooldown_remaining())
-            ex.skipped.clear()
+            ex.skipped.remove(member)
             member.breaker.force_probe()
             return member
         choice = self._retry_choice(ex)

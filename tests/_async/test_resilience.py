@@ -358,6 +358,25 @@ async def test_when_every_breaker_is_open_the_soonest_is_probed(proxies: list[Fa
     assert (a.connections, b.connections) == (2, 1)
 
 
+async def test_a_failed_probe_moves_on_to_the_next_open_backend_within_budget(
+    proxies: list[FaultProxy],
+) -> None:
+    a, b, _ = proxies
+    a.script("reset", "reset")
+    b.script("reset")
+    breakers = lambda: CircuitBreaker(failure_threshold=1, cooldown=60)  # noqa: E731
+    async with AsyncClient(
+        f"{U(a)}, {U(b)}", retry_policy=NO_RETRY, circuit_breaker=breakers
+    ) as client:
+        with pytest.raises(AllBackendsFailedError):
+            await client.chat.completions.create(messages=SHORT, max_tokens=2)  # both open
+        resp = await client.chat.completions.create(messages=SHORT, max_tokens=2)
+    # a (soonest cooldown) is probed and fails again; b is probed next and serves.
+    assert resp.route.backend == U(b)
+    assert (a.connections, b.connections) == (2, 2)
+    assert [x.skipped for x in resp.route.attempts] == [True, True, False, False]
+
+
 async def test_half_open_breaker_lets_one_probe_through(proxies: list[FaultProxy]) -> None:
     a, b, _ = proxies
     clock = [0.0]
