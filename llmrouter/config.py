@@ -105,9 +105,27 @@ _SCHEMES: dict[str, _Scheme] = {
     ),
     "vllm": _Scheme("openai_compat", default_port=8000, key_env="VLLM_API_KEY"),
     "llamacpp": _Scheme("openai_compat", default_port=8080, key_env="LLAMA_API_KEY"),
-    "tgi": _Scheme("openai_compat", default_port=8080, key_env="HF_TOKEN"),
+    "tgi": _Scheme("tgi", default_port=8080, key_env="HF_TOKEN"),
+    "ollama": _Scheme("ollama", default_port=11434, default_path=""),
+    "anthropic": _Scheme(
+        "anthropic",
+        default_host="api.anthropic.com",
+        key_env="ANTHROPIC_API_KEY",
+        key_required=True,
+        transport="https",
+    ),
+    "azure": _Scheme(
+        "azure",
+        key_env="AZURE_OPENAI_API_KEY",
+        key_required=True,
+        transport="https",
+        default_path="",
+        options=frozenset({"api_version"}),
+    ),
     "local": _Scheme("llamacpp", options=_LOCAL_OPTIONS, transport="local"),
 }
+
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 _COMMON_OPTIONS = frozenset(
     {
@@ -289,6 +307,8 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         return BackendSpec(kind=scheme.kind, location=location, **common)
 
     host = parts.hostname or scheme.default_host
+    if base == "ollama" and not host:
+        host, port = _ollama_host(env)
     if not host:
         raise ConfigError(f"backend URL {display!r}: expected a host, as in {base}://HOST:PORT")
     http_scheme = base if base in ("http", "https") else transport or scheme.transport
@@ -299,6 +319,15 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
     path = parts.path.rstrip("/")
     if not path:
         path = scheme.default_path
+    if base == "azure":
+        deployment = path.strip("/")
+        if not deployment or "/" in deployment:
+            raise ConfigError(
+                f"backend URL {display!r}: expected azure://RESOURCE.openai.azure.com/DEPLOYMENT"
+            )
+        path = f"/openai/deployments/{deployment}"
+        if "api_version" not in query:
+            common["options"] = (("api_version", AZURE_DEFAULT_API_VERSION),)
     headers: list[tuple[str, str]] = []
     if base == "openai":
         headers += _openai_headers(env)
@@ -308,6 +337,18 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         headers=tuple(headers),
         **common,
     )
+
+
+def _ollama_host(env: Mapping[str, str]) -> tuple[str, int | None]:
+    """Ollama's own convention: ``OLLAMA_HOST`` (``host``, ``host:port`` or a URL)."""
+    raw = env.get("OLLAMA_HOST", "").strip() or "127.0.0.1"
+    parts = urlsplit(raw if "://" in raw else "http://" + raw)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"OLLAMA_HOST={raw!r}: expected host, host:port or a URL") from None
+    host = parts.hostname or "127.0.0.1"
+    return ("127.0.0.1" if host == "0.0.0.0" else host), port
 
 
 def _openai_headers(env: Mapping[str, str]) -> list[tuple[str, str]]:

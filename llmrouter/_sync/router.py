@@ -62,7 +62,13 @@ class ChunkSource(Protocol):
 Backend = HTTPBackend | LocalBackend
 
 # Wire protocol -> codec module, imported when a backend of that kind is first built.
-_CODECS = {"openai_compat": "llmrouter.backends.openai_compat"}
+_CODECS = {
+    "openai_compat": "llmrouter.backends.openai_compat",
+    "tgi": "llmrouter.backends.tgi",
+    "ollama": "llmrouter.backends.ollama",
+    "anthropic": "llmrouter.backends.anthropic",
+    "azure": "llmrouter.backends.azure",
+}
 
 # Failures that say something about the backend's health (a 400 or a 404 does not).
 _UNHEALTHY = (
