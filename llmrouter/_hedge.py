@@ -114,7 +114,7 @@ async def ahedged_chat(router: AsyncRouter, request: ChatRequest) -> ChatComplet
     t, completion = await _race(router, ex, attempt)
     router._succeeded(ex, t)
     router.observe_latency(router.now() - t.started)
-    completion._route = ex.route
+    completion.route = ex.route
     return completion  # type: ignore[no-any-return]
 
 

@@ -8,7 +8,7 @@ the caller set (nothing else, so servers keep their own defaults), plus the tran
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,20 +215,14 @@ def _check_tool_calls(calls: Any, where: str) -> None:
             )
 
 
-def _number(params: Mapping[str, Any], name: str, low: float, high: float) -> None:
-    value = params.get(name)
-    if value is None:
-        return
+def _number(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _fail(f"{name}: expected a number, got {value!r}", name)
     if not low <= value <= high:
         raise _fail(f"{name}: expected a value in [{low:g}, {high:g}], got {value!r}", name)
 
 
-def _integer(params: Mapping[str, Any], name: str, low: int, high: int | None = None) -> None:
-    value = params.get(name)
-    if value is None:
-        return
+def _integer(name: str, value: Any, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(f"{name}: expected an integer, got {value!r}", name)
     if value < low or (high is not None and value > high):
@@ -236,48 +230,59 @@ def _integer(params: Mapping[str, Any], name: str, low: int, high: int | None = 
         raise _fail(f"{name}: expected an integer {bound}, got {value}", name)
 
 
-def _check_params(params: Mapping[str, Any]) -> None:
-    _number(params, "temperature", 0.0, 2.0)
-    _number(params, "top_p", 0.0, 1.0)
-    _number(params, "frequency_penalty", -2.0, 2.0)
-    _number(params, "presence_penalty", -2.0, 2.0)
-    _integer(params, "max_tokens", 1)
-    _integer(params, "max_completion_tokens", 1)
-    _integer(params, "n", 1, 128)
-    _integer(params, "top_logprobs", 0, 20)
-    if isinstance(params.get("seed"), bool) or not isinstance(
-        params.get("seed", 0), (int, type(None))
-    ):
-        raise _fail(f"seed: expected an integer, got {params['seed']!r}", "seed")
-    stop = params.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop))
+def _check_stop(name: str, stop: Any) -> None:
+    if not isinstance(stop, str) and (
+        not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)
     ):
         raise _fail("stop: expected a string or a list of strings", "stop")
-    tools = params.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise _fail("tools: expected a list of tool definitions", "tools")
-        for i, tool in enumerate(tools):
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _fail(f"tools[{i}].function.name: expected a string", f"tools[{i}]")
-    fmt = params.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind not in ("text", "json_object", "json_schema"):
-            raise _fail(
-                "response_format.type: expected 'text', 'json_object' or 'json_schema'",
-                "response_format",
-            )
-        if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
-            raise _fail(
-                "response_format.json_schema: required for type 'json_schema'",
-                "response_format.json_schema",
-            )
-    if params.get("top_logprobs") is not None and not params.get("logprobs"):
+
+
+def _check_tools(name: str, tools: Any) -> None:
+    if not isinstance(tools, list):
+        raise _fail("tools: expected a list of tool definitions", "tools")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _fail(f"tools[{i}].function.name: expected a string", f"tools[{i}]")
+
+
+def _check_response_format(name: str, fmt: Any) -> None:
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _fail(
+            "response_format.type: expected 'text', 'json_object' or 'json_schema'",
+            "response_format",
+        )
+    if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
+        raise _fail(
+            "response_format.json_schema: required for type 'json_schema'",
+            "response_format.json_schema",
+        )
+
+
+# One check per parameter, run only for the parameters a call sets (the hot path).
+_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "temperature": lambda n, v: _number(n, v, 0.0, 2.0),
+    "top_p": lambda n, v: _number(n, v, 0.0, 1.0),
+    "frequency_penalty": lambda n, v: _number(n, v, -2.0, 2.0),
+    "presence_penalty": lambda n, v: _number(n, v, -2.0, 2.0),
+    "max_tokens": lambda n, v: _integer(n, v, 1),
+    "max_completion_tokens": lambda n, v: _integer(n, v, 1),
+    "n": lambda n, v: _integer(n, v, 1, 128),
+    "top_logprobs": lambda n, v: _integer(n, v, 0, 20),
+    "seed": lambda n, v: _integer(n, v, -(2**63)),
+    "stop": _check_stop,
+    "tools": _check_tools,
+    "response_format": _check_response_format,
+}
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    for name, value in params.items():
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(name, value)
+    if "top_logprobs" in params and not params.get("logprobs"):
         raise _fail("top_logprobs: requires logprobs=True", "top_logprobs")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from llmrouter.route import Route
 
@@ -89,16 +89,22 @@ class CompletionUsage(_Base):
 
 
 class _Routed(_Base):
-    # default=None, not default_factory: pydantic inspects a factory's signature on every
-    # instance it builds (~100 us per response, measured in bench/overhead.py).
-    _route: Route | None = PrivateAttr(default=None)
+    # The route lives in the instance __dict__ under a name that is not a field: the
+    # serializer never sees it, and no pydantic private attribute has to be initialised for
+    # every response (that machinery cost ~100 us per response, see bench/overhead.py).
 
     @property
     def route(self) -> Route:
         """Which backend served this, and every attempt made (not part of the JSON)."""
-        if self._route is None:
-            self._route = Route()
-        return self._route
+        route = self.__dict__.get("_llmrouter_route")
+        if route is None:
+            route = Route()
+            object.__setattr__(self, "_llmrouter_route", route)
+        return route
+
+    @route.setter
+    def route(self, route: Route) -> None:
+        object.__setattr__(self, "_llmrouter_route", route)
 
 
 class ChatCompletion(_Routed):

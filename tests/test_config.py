@@ -28,7 +28,7 @@ KEY = "sk-test-SECRET-1234567890"
 )
 def test_http_schemes(url: str, base_url: str) -> None:
     spec = parse_backend(url, {})
-    assert spec.kind == "openai_compat"
+    assert spec.kind == ("tgi" if url.startswith("tgi") else "openai_compat")
     assert spec.base_url == base_url
     assert spec.api_key is None
 

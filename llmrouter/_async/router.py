@@ -401,7 +401,7 @@ class AsyncRouter:
                 continue
             self._succeeded(ex, t)
             self.observe_latency(self._clock() - t.started)
-            completion._route = ex.route
+            completion.route = ex.route
             return completion
 
     async def open_stream(self, ex: Execution[object]) -> tuple[Try, AsyncChunkSource]:
@@ -471,7 +471,7 @@ class AsyncRouter:
             errors = [a.error for a in route.attempts if a.error is not None]
             raise errors[0] if len(errors) == 1 else AllBackendsFailedError(route.attempts)
         result = ModelList(object="list", data=list(seen.values()))
-        result._route = route
+        result.route = route
         return result
 
     async def aclose(self) -> None:

@@ -402,7 +402,7 @@ class Router:
                 continue
             self._succeeded(ex, t)
             self.observe_latency(self._clock() - t.started)
-            completion._route = ex.route
+            completion.route = ex.route
             return completion
 
     def open_stream(self, ex: Execution[object]) -> tuple[Try, ChunkSource]:
@@ -472,7 +472,7 @@ class Router:
             errors = [a.error for a in route.attempts if a.error is not None]
             raise errors[0] if len(errors) == 1 else AllBackendsFailedError(route.attempts)
         result = ModelList(object="list", data=list(seen.values()))
-        result._route = route
+        result.route = route
         return result
 
     def close(self) -> None:
