@@ -45,6 +45,12 @@ class ChunkAccumulator:
                 self.delivered = True
                 for fragment in delta.tool_calls:
                     self._merge(fragment.model_dump(exclude_none=True))
+            if not self.delivered and delta.model_extra:
+                # Reasoning text (vLLM/Ollama "reasoning", llama.cpp "reasoning_content") is
+                # output too: once the caller has it, resending would show it twice.
+                extra = delta.model_extra
+                if extra.get("reasoning") or extra.get("reasoning_content"):
+                    self.delivered = True
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
 
