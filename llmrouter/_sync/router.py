@@ -30,6 +30,7 @@ from llmrouter.errors import (
     BackendError,
     BackendTimeoutError,
     ContextLengthError,
+    InvalidRequestError,
     RateLimitError,
     ServerError,
 )
@@ -354,6 +355,20 @@ class Router:
             raise self._give_up(ex, error)
         self.events.emit(Event("failover", member.name, t.number, self._elapsed(ex), error))
 
+    def _unsupported(self, ex: Execution[object], t: Try, error: InvalidRequestError) -> None:
+        """This backend cannot serve the request as asked (a capability it lacks, refused
+        before sending): skip it, never drop the feature. Raise when no backend is left."""
+        member = t.member
+        member.balancer.finished(member.index, None)
+        ex.calls -= 1  # nothing was sent
+        ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
+        self.events.emit(Event("skip", member.name, t.number, self._elapsed(ex), error))
+        if not ex.pending:
+            tried = [a for a in ex.route.attempts if not a.skipped]
+            if not tried:
+                raise error
+            raise self._give_up(ex)
+
     def _record_failure(self, ex: Execution[object], t: Try, error: BackendError) -> None:
         member = t.member
         member.balancer.finished(member.index, None)
@@ -400,6 +415,9 @@ class Router:
             except BackendError as exc:
                 self._failed(ex, t, exc)
                 continue
+            except InvalidRequestError as exc:
+                self._unsupported(ex, t, exc)
+                continue
             self._succeeded(ex, t)
             self.observe_latency(self._clock() - t.started)
             completion.route = ex.route
@@ -414,6 +432,9 @@ class Router:
                 source = member.backend.chat_stream(ex.request, t.deadline)
             except BackendError as exc:
                 self._failed(ex, t, exc)
+                continue
+            except InvalidRequestError as exc:
+                self._unsupported(ex, t, exc)
                 continue
             ex.route.backend = member.name
             return t, source
