@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 
 from llmrouter.errors import InvalidRequestError
 
-__all__ = ["BODY_PARAMS", "ChatRequest", "CreateParams", "build_request"]
+__all__ = ["BODY_PARAMS", "ChatRequest", "CreateParams", "ParseParams", "build_request"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -61,8 +61,9 @@ _CALL_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "timeout"})
 _TEXT_PART_ROLES = frozenset({"system", "developer", "tool"})
 
 
-class CreateParams(TypedDict, total=False):
-    """Keyword arguments of ``chat.completions.create`` besides ``messages`` and ``stream``.
+class ParseParams(TypedDict, total=False):
+    """Keyword arguments of ``chat.completions.parse`` besides ``messages`` and
+    ``response_format``; :class:`CreateParams` adds ``response_format``.
 
     The names and meanings are the OpenAI API's; ``extra_body`` carries engine-specific fields,
     ``extra_headers`` extra request headers, ``timeout`` a total deadline in seconds.
@@ -79,7 +80,6 @@ class CreateParams(TypedDict, total=False):
     tools: list[dict[str, Any]] | None
     tool_choice: str | dict[str, Any] | None
     parallel_tool_calls: bool | None
-    response_format: dict[str, Any] | None
     user: str | None
     logprobs: bool | None
     top_logprobs: int | None
@@ -103,6 +103,12 @@ class CreateParams(TypedDict, total=False):
     extra_body: Mapping[str, Any] | None
     extra_headers: Mapping[str, str] | None
     timeout: float | None
+
+
+class CreateParams(ParseParams, total=False):
+    """Keyword arguments of ``chat.completions.create`` besides ``messages`` and ``stream``."""
+
+    response_format: dict[str, Any] | None
 
 
 @dataclass(slots=True)

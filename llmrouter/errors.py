@@ -18,6 +18,7 @@
     │   │   └── ServerError                  5xx, 529
     │   ├── ProtocolError                    malformed body or stream
     │   └── StreamInterruptedError           failed after the first chunk; carries the partial text
+    ├── OutputParseError (ValueError)        parse(): the output does not validate (.raw)
     └── AllBackendsFailedError               .errors / .attempts: every attempt, in order
 
 Messages never contain secrets: a backend is named by its redacted URL, and response bodies are
@@ -44,6 +45,7 @@ __all__ = [
     "LLMRouterError",
     "MissingDependencyError",
     "NotFoundError",
+    "OutputParseError",
     "ProtocolError",
     "RateLimitError",
     "ServerError",
@@ -202,6 +204,25 @@ class StreamInterruptedError(BackendError):
         super().__init__(message, backend=backend, retryable=False)
         self.partial_text = partial_text
         self.partial_tool_calls = partial_tool_calls or []
+
+
+class OutputParseError(LLMRouterError, ValueError):
+    """``parse()``: the model's output is not valid for the requested model.
+
+    Attributes:
+        raw: the text the model returned.
+        backend: the backend that produced it.
+        validation_error: pydantic's error, when the text was JSON of the wrong shape or not
+            JSON at all.
+    """
+
+    def __init__(
+        self, message: str, *, raw: str, backend: str = "", validation_error: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.backend = backend
+        self.validation_error = validation_error
 
 
 class AllBackendsFailedError(LLMRouterError):

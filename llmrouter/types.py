@@ -61,6 +61,15 @@ class ChatCompletionMessage(_Base):
     refusal: str | None = None
     tool_calls: list[ChatCompletionMessageToolCall] | None = None
 
+    @property
+    def parsed(self) -> Any:
+        """``parse()``: the content validated as the requested model (not part of the JSON)."""
+        return self.__dict__.get("_llmrouter_parsed")
+
+    @parsed.setter
+    def parsed(self, value: Any) -> None:
+        object.__setattr__(self, "_llmrouter_parsed", value)
+
 
 class ChoiceLogprobs(_Base):
     """Per-token log probabilities of a choice."""

@@ -12,7 +12,8 @@ from llmrouter._async.router import AsyncRouter
 from llmrouter._async.stream import AsyncStream
 from llmrouter._hedge import acheck_hedge
 from llmrouter._http import AsyncHTTPTransport
-from llmrouter._request import CreateParams, build_request
+from llmrouter._request import CreateParams, ParseParams, build_request
+from llmrouter._structured import parse_completion, response_format_for
 from llmrouter.config import BackendSpec, resolve_chain
 from llmrouter.errors import ConfigError
 from llmrouter.events import Event, EventSink
@@ -68,6 +69,24 @@ class AsyncCompletions:
         if stream:
             return await self._router.stream(request)
         return await self._router.chat(request)
+
+    async def parse(
+        self, *, messages: Iterable[Any], response_format: Any, **kwargs: Unpack[ParseParams]
+    ) -> ChatCompletion:
+        """Like :meth:`create`, with ``response_format`` a pydantic model class.
+
+        The model's JSON schema constrains the output on every backend that can constrain it;
+        ``choices[i].message.parsed`` is the validated instance.
+
+        Raises:
+            OutputParseError: the output does not validate (``.raw`` holds the text).
+        """
+        request = build_request(
+            messages, False, {**kwargs, "response_format": response_format_for(response_format)}
+        )
+        completion = await self._router.chat(request)
+        parse_completion(completion, response_format)
+        return completion
 
 
 class AsyncChat:

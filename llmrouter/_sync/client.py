@@ -13,7 +13,8 @@ from llmrouter._sync.router import Router
 from llmrouter._sync.stream import Stream
 from llmrouter._hedge import check_hedge
 from llmrouter._http import SyncHTTPTransport
-from llmrouter._request import CreateParams, build_request
+from llmrouter._request import CreateParams, ParseParams, build_request
+from llmrouter._structured import parse_completion, response_format_for
 from llmrouter.config import BackendSpec, resolve_chain
 from llmrouter.errors import ConfigError
 from llmrouter.events import Event, EventSink
@@ -69,6 +70,24 @@ class Completions:
         if stream:
             return self._router.stream(request)
         return self._router.chat(request)
+
+    def parse(
+        self, *, messages: Iterable[Any], response_format: Any, **kwargs: Unpack[ParseParams]
+    ) -> ChatCompletion:
+        """Like :meth:`create`, with ``response_format`` a pydantic model class.
+
+        The model's JSON schema constrains the output on every backend that can constrain it;
+        ``choices[i].message.parsed`` is the validated instance.
+
+        Raises:
+            OutputParseError: the output does not validate (``.raw`` holds the text).
+        """
+        request = build_request(
+            messages, False, {**kwargs, "response_format": response_format_for(response_format)}
+        )
+        completion = self._router.chat(request)
+        parse_completion(completion, response_format)
+        return completion
 
 
 class Chat:

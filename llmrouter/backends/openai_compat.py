@@ -52,6 +52,12 @@ def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPReque
     body: dict[str, Any] = {"model": model, "messages": request.messages}
     if request.params:
         body.update(request.params)
+        fmt = body.get("response_format")
+        if spec.scheme == "llamacpp" and fmt is not None and fmt.get("type") == "json_schema":
+            # llama.cpp (and llama-cpp-python's server, which rejects json_schema) constrain
+            # with the schema at the top level of a json_object format (openai-chat.md 6.4/6.5).
+            schema = fmt["json_schema"].get("schema", {})
+            body["response_format"] = {"type": "json_object", "schema": schema}
     if request.stream:
         body["stream"] = True
     if request.extra_body:
