@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = [
     "vllm",
@@ -48,3 +51,12 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert llmrouter.__all__ == sorted(llmrouter.__all__)
     for name in llmrouter.__all__:
         assert getattr(llmrouter, name) is not None
+
+
+def test_capability_table_in_the_docs_is_current() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "capabilities.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout

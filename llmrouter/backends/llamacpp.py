@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmrouter._request import ChatRequest
+from llmrouter.backends import Capabilities
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# llama.cpp in process: one choice per request, no usage in its stream.
+CAPABILITIES = Capabilities(n=False, logprobs=True, stream_usage=False)
 _DEFAULT_N_CTX = 4096
 
 # OpenAI fields with no meaning for an in-process engine: accepted and ignored, as servers do.

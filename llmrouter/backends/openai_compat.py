@@ -16,6 +16,7 @@ from llmrouter._decoders import SSEDecoder
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
+from llmrouter.backends import Capabilities
 from llmrouter.config import BackendSpec
 from llmrouter.errors import BackendConnectionError, ProtocolError, StatusError
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
@@ -29,6 +30,10 @@ __all__ = [
     "parse_chat",
     "parse_models",
 ]
+
+# What the OpenAI protocol can express. Servers behind it differ (llama.cpp has no n > 1, vLLM
+# needs server flags for tools): they answer with their own errors, mapped like any other.
+CAPABILITIES = Capabilities(n=True, logprobs=True)
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
