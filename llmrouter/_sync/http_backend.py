@@ -116,6 +116,9 @@ class HTTPBackend:
         self._transport = transport
         self._codec = codec
         self._discovered: str | None = None
+        #: The context window: declared (``?max_context=``), else learned from discovery
+        #: (vLLM's ``max_model_len`` in /v1/models, TGI's /info).
+        self.max_context: int | None = spec.max_context
 
     def _timed(self, http: HTTPRequest, deadline: Deadline) -> HTTPRequest:
         """Set the request's timeouts from this backend's settings, capped by the deadline."""
@@ -148,6 +151,9 @@ class HTTPBackend:
                     param="model",
                 )
             self._discovered = ids[0]
+            learned = (models.data[0].model_extra or {}).get("max_model_len")
+            if self.max_context is None and isinstance(learned, int) and learned > 0:
+                self.max_context = learned
         return self._discovered
 
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:

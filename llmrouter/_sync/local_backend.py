@@ -24,11 +24,15 @@ class LocalBackend:
         self.name = spec.name
         self._engine: llamacpp.LlamaEngine | None = None
         self._lock = threading.Lock()
+        #: The context window: declared, else the loaded engine's n_ctx.
+        self.max_context: int | None = spec.max_context
 
     def _load(self) -> llamacpp.LlamaEngine:
         with self._lock:
             if self._engine is None:
                 self._engine = llamacpp.acquire_engine(self.spec)
+                if self.max_context is None:
+                    self.max_context = self._engine.n_ctx
             return self._engine
 
     def _get_engine(self) -> llamacpp.LlamaEngine:

@@ -344,8 +344,8 @@ class Router:
         ex.failed.append((member, error))
         if isinstance(error, ContextLengthError):
             # Only a backend that declares a larger context can take this prompt.
-            floor = member.spec.max_context or 0
-            ex.pending = deque(m for m in ex.pending if (m.spec.max_context or 0) > floor)
+            floor = member.backend.max_context or 0
+            ex.pending = deque(m for m in ex.pending if (m.backend.max_context or 0) > floor)
             ex.failed.pop()  # the same prompt will not fit on a retry either
             if not ex.pending:
                 raise error
