@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,23 @@ _SCHEMES: dict[str, _Scheme] = {
         transport="https",
         default_path="",
         options=frozenset({"api_version"}),
+    ),
+    "sagemaker": _Scheme(
+        "sagemaker",
+        default_path="",
+        transport="https",
+        options=frozenset(
+            {
+                "region",
+                "endpoint_url",
+                "component",
+                "variant",
+                "custom_attributes",
+                "dialect",
+                "chat_template",
+                "profile",
+            }
+        ),
     ),
     "local": _Scheme("llamacpp", options=_LOCAL_OPTIONS, transport="local"),
 }
@@ -306,6 +324,8 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
             )
         return BackendSpec(kind=scheme.kind, location=location, **common)
 
+    if base == "sagemaker":
+        return _sagemaker_spec(parts.netloc, parts.path, transport, query, display, common)
     host = parts.hostname or scheme.default_host
     if base == "ollama" and not host:
         host, port = _ollama_host(env)
@@ -337,6 +357,41 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         headers=tuple(headers),
         **common,
     )
+
+
+_SAGEMAKER_ENDPOINT = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+
+
+def _sagemaker_spec(
+    netloc: str,
+    path: str,
+    transport: str | None,
+    query: Mapping[str, str],
+    display: str,
+    common: dict[str, Any],
+) -> BackendSpec:
+    """``sagemaker://ENDPOINT-NAME?region=...``: the host part is the endpoint's name, as
+    written (``hostname`` would lower-case it); the codec resolves region, URL and credentials
+    when it signs (they may come from the environment or AWS config files)."""
+    if transport or path.strip("/") or not netloc:
+        raise ConfigError(
+            f"backend URL {display!r}: expected sagemaker://ENDPOINT-NAME?region=REGION"
+        )
+    if len(netloc) > 63 or not _SAGEMAKER_ENDPOINT.fullmatch(netloc):
+        raise ConfigError(
+            f"backend URL {display!r}: the endpoint name takes letters, digits and hyphens "
+            "(at most 63 characters)"
+        )
+    if query.get("dialect", "messages") not in ("messages", "tgi"):
+        raise ConfigError(f"query parameter dialect={query['dialect']!r}: expected messages or tgi")
+    if query.get("chat_template", "chatml") not in ("chatml", "llama3"):
+        raise ConfigError(
+            f"query parameter chat_template={query['chat_template']!r}: expected chatml or llama3"
+        )
+    # One model per endpoint (or inference component): its name labels the backend, so no
+    # discovery request is needed; the codec sends only a ?model= given on purpose.
+    common["model"] = common["model"] or query.get("component") or netloc
+    return BackendSpec(kind="sagemaker", location=netloc, **common)
 
 
 def _ollama_host(env: Mapping[str, str]) -> tuple[str, int | None]:

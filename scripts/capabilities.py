@@ -20,6 +20,7 @@ BACKENDS = {
     "Azure OpenAI (`azure://`)": "azure",
     "Ollama native (`ollama://`)": "ollama",
     "Anthropic (`anthropic://`)": "anthropic",
+    "SageMaker (`sagemaker://`), messages dialect": "sagemaker",
     "llama.cpp in process (`local://`)": "llamacpp",
 }
 

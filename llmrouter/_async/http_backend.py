@@ -6,6 +6,7 @@ from collections import deque
 from types import ModuleType
 from typing import Any
 
+from llmrouter._concurrency import athread_call
 from llmrouter._http import AsyncHTTPTransport, AsyncResponse, HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
@@ -128,6 +129,14 @@ class AsyncHTTPBackend:
         http.total_timeout = deadline.remaining()
         return http
 
+    async def _prepare(self) -> None:
+        # A codec that must do blocking work before building requests (SageMaker: resolving
+        # and refreshing AWS credentials) says so cheaply; the async client does that work in
+        # a worker thread so the event loop never blocks.
+        needs = getattr(self._codec, "needs_prepare", None)
+        if needs is not None and needs(self.spec):
+            await athread_call(lambda: self._codec.prepare(self.spec))
+
     async def _send(self, http: HTTPRequest) -> AsyncResponse:
         response = await self._transport.send(http)
         if response.status >= 300:
@@ -157,6 +166,7 @@ class AsyncHTTPBackend:
 
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         model = await self._model(request, deadline)
+        await self._prepare()
         http = self._codec.build_chat(self.spec, request, model)
         response = await self._send(self._timed(http, deadline))
         completion: ChatCompletion = self._codec.parse_chat(self.spec, await response.aread())
@@ -164,6 +174,7 @@ class AsyncHTTPBackend:
 
     async def chat_stream(self, request: ChatRequest, deadline: Deadline) -> AsyncHTTPChunkSource:
         model = await self._model(request, deadline)
+        await self._prepare()
         http = self._codec.build_chat(self.spec, request, model)
         response = await self._send(self._timed(http, deadline))
         return AsyncHTTPChunkSource(
@@ -171,6 +182,7 @@ class AsyncHTTPBackend:
         )
 
     async def list_models(self, deadline: Deadline) -> ModelList:
+        await self._prepare()
         http = self._codec.build_models(self.spec)
         response = await self._send(self._timed(http, deadline))
         models: ModelList = self._codec.parse_models(self.spec, await response.aread())
@@ -178,6 +190,7 @@ class AsyncHTTPBackend:
 
     async def health(self, deadline: Deadline) -> None:
         """Raise a :class:`BackendError` unless the backend answers its health probe."""
+        await self._prepare()
         http = self._codec.build_health(self.spec)
         response = await self._send(self._timed(http, deadline))
         await response.aread()

@@ -68,6 +68,7 @@ _CODECS = {
     "ollama": "llmrouter.backends.ollama",
     "anthropic": "llmrouter.backends.anthropic",
     "azure": "llmrouter.backends.azure",
+    "sagemaker": "llmrouter.backends.sagemaker",
 }
 
 # Failures that say something about the backend's health (a 400 or a 404 does not).

@@ -7,6 +7,7 @@ from collections import deque
 from types import ModuleType
 from typing import Any
 
+from llmrouter._concurrency import thread_call
 from llmrouter._http import SyncHTTPTransport, SyncResponse, HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.config import BackendSpec
@@ -129,6 +130,14 @@ class HTTPBackend:
         http.total_timeout = deadline.remaining()
         return http
 
+    def _prepare(self) -> None:
+        # A codec that must do blocking work before building requests (SageMaker: resolving
+        # and refreshing AWS credentials) says so cheaply; the async client does that work in
+        # a worker thread so the event loop never blocks.
+        needs = getattr(self._codec, "needs_prepare", None)
+        if needs is not None and needs(self.spec):
+            thread_call(lambda: self._codec.prepare(self.spec))
+
     def _send(self, http: HTTPRequest) -> SyncResponse:
         response = self._transport.send(http)
         if response.status >= 300:
@@ -158,6 +167,7 @@ class HTTPBackend:
 
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         model = self._model(request, deadline)
+        self._prepare()
         http = self._codec.build_chat(self.spec, request, model)
         response = self._send(self._timed(http, deadline))
         completion: ChatCompletion = self._codec.parse_chat(self.spec, response.read())
@@ -165,6 +175,7 @@ class HTTPBackend:
 
     def chat_stream(self, request: ChatRequest, deadline: Deadline) -> HTTPChunkSource:
         model = self._model(request, deadline)
+        self._prepare()
         http = self._codec.build_chat(self.spec, request, model)
         response = self._send(self._timed(http, deadline))
         return HTTPChunkSource(
@@ -172,6 +183,7 @@ class HTTPBackend:
         )
 
     def list_models(self, deadline: Deadline) -> ModelList:
+        self._prepare()
         http = self._codec.build_models(self.spec)
         response = self._send(self._timed(http, deadline))
         models: ModelList = self._codec.parse_models(self.spec, response.read())
@@ -179,6 +191,7 @@ class HTTPBackend:
 
     def health(self, deadline: Deadline) -> None:
         """Raise a :class:`BackendError` unless the backend answers its health probe."""
+        self._prepare()
         http = self._codec.build_health(self.spec)
         response = self._send(self._timed(http, deadline))
         response.read()
