@@ -24,10 +24,8 @@ thread before ``build_*`` so that an event loop never waits on it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -40,6 +38,13 @@ from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities, openai_compat
 from llmrouter.backends._eventstream import EventStreamDecoder, EventStreamError, Message
+from llmrouter.backends._sagemaker_auth import (
+    needs_prepare,
+    prepare,
+    reset_credentials,
+    session,
+    signed,
+)
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     AuthenticationError,
@@ -49,7 +54,6 @@ from llmrouter.errors import (
     ConfigError,
     ContextLengthError,
     InvalidRequestError,
-    MissingDependencyError,
     NotFoundError,
     ProtocolError,
     RateLimitError,
@@ -85,7 +89,6 @@ OPTIONS = frozenset({
     "chat_template", "profile",
 })  # fmt: skip
 DIALECTS = ("messages", "tgi")
-SIGNING_NAME = "sagemaker"  # sagemaker.md: signing name "sagemaker", not "runtime.sagemaker"
 
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")  # max 63 chars (sagemaker.md)
 _STREAM_ACCEPT = "application/jsonlines, text/event-stream"  # LMI / TGI (sagemaker.md 6)
@@ -118,7 +121,7 @@ def _region(spec: BackendSpec, env: Mapping[str, str]) -> str:
     region = _options(spec).get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if not region:
         # The profile's configured region (~/.aws/config), as boto3 would find it.
-        region = _session(_options(spec).get("profile") or None).get_config_variable("region")
+        region = session(_options(spec).get("profile") or None).get_config_variable("region")
     if not region:
         raise ConfigError(
             f"{spec.name}: no AWS region: add ?region=REGION to the URL, or set AWS_REGION"
@@ -171,108 +174,6 @@ def control_url(spec: BackendSpec, env: Mapping[str, str] | None = None) -> str:
         return _checked_url(configured, "AWS_ENDPOINT_URL_SAGEMAKER")
     region = _region(spec, env)
     return f"https://api.sagemaker.{region}.{_dns_suffix(region)}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Credentials and signing (botocore, imported on first use)
-
-_lock = threading.Lock()
-_sessions: dict[str | None, Any] = {}
-_credentials: dict[str | None, Any] = {}
-
-
-def _botocore(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise MissingDependencyError(
-            "botocore", "sagemaker", "the sagemaker:// backend (SigV4 signing)"
-        ) from None
-
-
-def _session(profile: str | None) -> Any:
-    with _lock:
-        session = _sessions.get(profile)
-        if session is None:
-            session = _botocore("botocore.session").Session(profile=profile)
-            _sessions[profile] = session
-        return session
-
-
-def _resolve_credentials(spec: BackendSpec) -> Any:
-    profile = _options(spec).get("profile") or None
-    cached = _credentials.get(profile)
-    if cached is not None:
-        return cached
-    session = _session(profile)
-    exceptions = _botocore("botocore.exceptions")
-    with _lock:  # one resolution at a time: the chain may read files or call IMDS
-        cached = _credentials.get(profile)
-        if cached is not None:
-            return cached
-        try:
-            credentials = session.get_credentials()
-        except exceptions.BotoCoreError as exc:
-            raise ConfigError(f"{spec.name}: could not load AWS credentials: {exc}") from None
-        if credentials is None:
-            raise ConfigError(
-                f"{spec.name}: no AWS credentials found: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or ?profile=), or run where a role "
-                "provides them (ECS/EKS/EC2); botocore's standard chain was searched"
-            )
-        _credentials[profile] = credentials
-        return credentials
-
-
-def _frozen(spec: BackendSpec) -> Any:
-    credentials = _resolve_credentials(spec)
-    try:
-        # Refreshable credentials refresh here when they are about to expire (may do I/O).
-        return credentials.get_frozen_credentials()
-    except Exception as exc:  # botocore's refresh errors: the credential source failed
-        raise BackendConnectionError(
-            f"could not refresh AWS credentials: {type(exc).__name__}: {exc}", backend=spec.name
-        ) from None
-
-
-def prepare(spec: BackendSpec) -> None:
-    """Resolve (first call) and refresh (when near expiry) this backend's AWS credentials.
-
-    Blocking, and may do I/O; thread-safe. A driver can run it in a worker thread before
-    calling ``build_*`` so that signing on the event loop finds fresh credentials in memory.
-    """
-    _frozen(spec)
-
-
-def needs_prepare(spec: BackendSpec) -> bool:
-    """Whether signing now could do I/O: the credentials are not resolved yet, or they are
-    refreshable and due (botocore's advisory window). Cheap; no I/O."""
-    credentials = _credentials.get(_options(spec).get("profile") or None)
-    if credentials is None:
-        return True
-    refresh_needed = getattr(credentials, "refresh_needed", None)
-    return bool(refresh_needed()) if callable(refresh_needed) else False
-
-
-def reset_credentials() -> None:
-    """Forget the cached botocore sessions and credentials (after changing AWS_PROFILE, keys
-    or config files in this process; tests use it)."""
-    with _lock:
-        _sessions.clear()
-        _credentials.clear()
-
-
-def _signed(
-    spec: BackendSpec, url: str, headers: dict[str, str], body: bytes, region: str
-) -> dict[str, str]:
-    """``headers`` plus ``X-Amz-Date``, ``X-Amz-Security-Token`` (temporary credentials) and
-    ``Authorization``, signed over the method, path, body and every header given."""
-    frozen = _frozen(spec)
-    awsrequest = _botocore("botocore.awsrequest")
-    auth = _botocore("botocore.auth")
-    request = awsrequest.AWSRequest(method="POST", url=url, data=body, headers=headers)
-    auth.SigV4Auth(frozen, SIGNING_NAME, region).add_auth(request)
-    return {str(k): str(v) for k, v in request.headers.items()}
 
 
 def _signing_region(spec: BackendSpec) -> str:
@@ -492,7 +393,7 @@ def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPReque
     return HTTPRequest(
         method="POST",
         url=url,
-        headers=_signed(spec, url, headers, body, _signing_region(spec)),
+        headers=signed(spec, url, headers, body, _signing_region(spec)),
         body=body,
         backend=spec.name,
     )
@@ -511,7 +412,7 @@ def build_models(spec: BackendSpec) -> HTTPRequest:
     return HTTPRequest(
         method="POST",
         url=url,
-        headers=_signed(spec, url, headers, body, _signing_region(spec)),
+        headers=signed(spec, url, headers, body, _signing_region(spec)),
         body=body,
         backend=spec.name,
     )
