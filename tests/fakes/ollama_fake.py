@@ -16,13 +16,13 @@ the load answer (``done_reason: "load"``), an option of the wrong type 500, ``th
 without thinking 400, ``top_logprobs`` out of range 400.
 
 Answers are deterministic: scripted ones first (:class:`Answer`, :class:`Reply`,
-:class:`MidStreamError`, :class:`Cut`), otherwise an echo of the last message (``Echo: <text>``,
-or ``<tool> returned: <text>`` after a tool result), cut at the first ``options.stop`` string
-(``done_reason: "stop"``) or after ``options.num_predict`` tokens (``"length"``). A token is a
-word with its trailing space. ``format`` makes the answer JSON (an object following the schema's
-properties). Thinking models (``thinking_models``) think first unless ``think`` is false.
-Streams are NDJSON, one token a line, the last line ``done: true`` with ``done_reason`` and the
-metrics; ``stream: false`` gets one JSON object.
+:class:`MidStreamError`, :class:`Cut`, :class:`Garbage`), otherwise an echo of the last message
+(``Echo: <text>``, or ``<tool> returned: <text>`` after a tool result), cut at the first
+``options.stop`` string (``done_reason: "stop"``) or after ``options.num_predict`` tokens
+(``"length"``). A token is a word with its trailing space. ``format`` makes the answer JSON (an
+object following the schema's properties). Thinking models (``thinking_models``) think first
+unless ``think`` is false. Streams are NDJSON, one token a line, the last line ``done: true``
+with ``done_reason`` and the metrics; ``stream: false`` gets one JSON object.
 """
 
 from __future__ import annotations
@@ -91,12 +91,22 @@ class MidStreamError:
 
 @dataclass
 class Cut:
-    """Stream ``after`` tokens, then drop the connection without ending the body."""
+    """Stream ``after`` tokens, then drop the connection without ending the body. A
+    ``stream: false`` request gets no answer at all: the connection closes."""
 
     after: int = 0
 
 
-Scripted = Answer | Reply | MidStreamError | Cut
+@dataclass
+class Garbage:
+    """Stream ``after`` tokens, then the raw bytes ``data`` (a malformed line), then end the
+    body. A ``stream: false`` request gets ``data`` as its 200 body."""
+
+    data: bytes = b'{"model": "llama3.2", "message": {\n'
+    after: int = 0
+
+
+Scripted = Answer | Reply | MidStreamError | Cut | Garbage
 
 
 @dataclass
@@ -442,6 +452,10 @@ class OllamaFake:
             return await self._error(writer, scripted.status, scripted.message, **scripted.headers)
         if isinstance(scripted, MidStreamError) and not stream:
             return await self._error(writer, 500, scripted.message)
+        if isinstance(scripted, Cut) and not stream:
+            return False
+        if isinstance(scripted, Garbage) and not stream:
+            return await self._send(writer, 200, scripted.data, JSON_TYPE)
         base = {"model": model, "created_at": CREATED_AT}
         if not messages:  # load the model (ollama.md 1.4)
             unload = req.get("keep_alive") in (0, "0")
@@ -503,7 +517,7 @@ class OllamaFake:
         if calls:
             msg = {"role": "assistant", "content": "", "tool_calls": calls}
             lines.append(_line({**base, "message": msg, "done": False}))
-        if isinstance(scripted, (MidStreamError, Cut)):
+        if isinstance(scripted, (MidStreamError, Cut, Garbage)):
             lines = lines[: len(think_pieces) + scripted.after]
         else:
             lines.append(_line(final))
@@ -516,6 +530,8 @@ class OllamaFake:
             return False
         if isinstance(scripted, MidStreamError):
             writer.write(_chunk(_line({"error": scripted.message})))
+        if isinstance(scripted, Garbage):
+            writer.write(_chunk(scripted.data))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

@@ -14,6 +14,20 @@ thread, so sync and async clients alike can talk to it over real sockets::
 ``fake.connections`` counts accepted connections and ``fake.disconnects`` counts clients that
 hung up while a response was still being sent (or stalled).
 
+``OpenAIFake(computed=True)`` behaves like a server instead (vLLM's rules, openai-chat.md 1 and
+6.1): chat bodies are validated first (400 for bad JSON, a missing or ill-typed field, a ``tool``
+message whose ``tool_call_id`` answers no earlier assistant tool call, ``arguments`` that are not
+a JSON string, ``stream_options`` without ``stream``, ``tool_choice`` without ``tools``; 404 for
+a model not in ``fake.models``, in Azure's shape on a ``/openai/deployments/`` path), scripted
+answers come after that, and the default answer is computed: a forced tool call (``required`` or
+a named function) with arguments sampled from its schema, JSON following a ``json_schema``
+response format, else ``Echo: <last user text>`` (``Tool said: <result>`` after a tool result),
+cut before the first ``stop`` string or after ``max_tokens`` / ``max_completion_tokens`` tokens
+(``finish_reason: "length"``); a token is a word and the space after it. Streams send a role
+chunk, one chunk per token, a finish chunk, a usage chunk when ``stream_options.include_usage``,
+then ``[DONE]``. ``api_key`` (either mode) makes every request need ``Authorization: Bearer
+<key>`` or Azure's ``api-key: <key>``, else 401.
+
 Frame helpers build the shapes of ``shared/protocols/openai-chat.md`` section 3: role, content,
 finish and usage-only chunks, ``: keep-alive`` comments, TGI's ``data:`` without a space, CRLF
 line ends and mid-stream ``{"error": ...}`` events (vLLM / TGI).
@@ -25,6 +39,7 @@ import asyncio
 import collections
 import http
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -289,11 +304,17 @@ class OpenAIFake:
     """The fake server; a context manager that runs it on a background thread.
 
     Args:
-        models: the ids ``GET /v1/models`` lists.
+        models: the ids ``GET /v1/models`` lists (and, when ``computed``, the only ones served).
+        computed: validate chat bodies and compute answers as a server would (module docstring).
+        api_key: the only key accepted (401 otherwise); ``None`` checks nothing.
     """
 
-    def __init__(self, models: list[str] | None = None) -> None:
+    def __init__(
+        self, models: list[str] | None = None, *, computed: bool = False, api_key: str | None = None
+    ) -> None:
         self.models: list[str] = list(models) if models is not None else [MODEL]
+        self.computed = computed
+        self.api_key = api_key
         self.requests: list[Recorded] = []
         self.connections = 0
         self.disconnects = 0
@@ -374,12 +395,16 @@ class OpenAIFake:
 
     async def _respond(self, conn: _Conn, request: Recorded) -> bool:
         """Send one response; return whether the connection stays open."""
-        if request.path.endswith("/models"):
+        if self.api_key is not None and not _authorized(request, self.api_key):
+            response: Response = Error(401, _error_body("Incorrect API key provided", 401))
+        elif self.computed:
+            response = self._computed(request)
+        elif request.path.endswith("/models"):
             data = [
                 {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
                 for m in self.models
             ]
-            response: Response = Error(200, {"object": "list", "data": data})
+            response = Error(200, {"object": "list", "data": data})
         elif self._queue:
             response = self._queue.popleft()
         elif b'"stream":true' in request.body.replace(b" ", b""):
@@ -403,6 +428,34 @@ class OpenAIFake:
             head["Content-Length"] = str(len(body))
         await conn.write(_head(response.status, head) + body)
         return True
+
+    def _computed(self, request: Recorded) -> Response:
+        """``computed=True``: route, validate, then a scripted or a computed answer."""
+        path = request.path.split("?", 1)[0]
+        if request.method == "GET" and path.endswith("/models"):
+            data = [
+                {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
+                for m in self.models
+            ]
+            return Error(200, {"object": "list", "data": data})
+        if request.method != "POST" or not path.endswith("/chat/completions"):
+            return Error(404, _error_body(f"Not Found: {path}", 404, "NotFoundError"))
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            return Error(400, _error_body("Invalid JSON in the request body", 400))
+        problem = validate_chat(body)
+        if problem:
+            return Error(400, _error_body(problem, 400))
+        if body["model"] not in self.models:
+            if "/openai/deployments/" in path:  # Azure
+                message = "The API deployment for this resource does not exist."
+                return Error(404, {"error": {"code": "DeploymentNotFound", "message": message}})
+            message = f"The model `{body['model']}` does not exist."
+            return Error(404, _error_body(message, 404, "NotFoundError", "model"))
+        if self._queue:
+            return self._queue.popleft()
+        return computed_answer(body)
 
     async def _stream(self, conn: _Conn, response: Stream) -> bool:
         head = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -441,3 +494,176 @@ class OpenAIFake:
     async def _until_hangup(self, conn: _Conn, hangup: asyncio.Future[None] | None) -> None:
         await (hangup or self._watch(conn))
         raise _Disconnected
+
+
+# ---------------------------------------------------------------------------------------------
+# computed=True: validation and answers
+
+
+def _error_body(
+    message: str, code: int, type: str = "BadRequestError", param: str | None = None
+) -> dict[str, Any]:
+    """vLLM's error object (``code`` is the integer status, openai-chat.md 6.1)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _authorized(request: Recorded, key: str) -> bool:
+    given = request.headers.get("api-key") or request.headers.get("authorization", "")
+    return given in (key, f"Bearer {key}")
+
+
+def _fn_name(choice: Any) -> str | None:
+    return choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+
+
+def validate_chat(body: Any) -> str | None:
+    """The message of the 400 the server would answer, or ``None`` for a valid body."""
+    if not isinstance(body, dict):
+        return "Input should be a valid dictionary"
+    if not isinstance(body.get("model"), str):
+        return "model: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: List should have at least 1 item"
+    call_ids: set[str] = set()
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            return f"messages[{i}].role: Input tag {role!r} does not match any expected tag"
+        content = message.get("content")
+        if not isinstance(content, str | list) and not (role == "assistant" and content is None):
+            return f"messages[{i}].content: Input should be a valid string or list"
+        for j, call in enumerate(message.get("tool_calls") or []):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if (
+                role != "assistant"
+                or not isinstance(fn, dict)
+                or not isinstance(call.get("id"), str)
+            ):
+                return f"messages[{i}].tool_calls[{j}]: invalid tool call"
+            if not isinstance(fn.get("arguments"), str):
+                return (
+                    f"Invalid type for 'messages[{i}].tool_calls[{j}].function.arguments': "
+                    "expected a string"
+                )
+            call_ids.add(call["id"])
+        if role == "tool" and message.get("tool_call_id") not in call_ids:
+            return (
+                f"messages[{i}]: a 'tool' message must answer a preceding assistant tool call "
+                "(tool_call_id)"
+            )
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            return f"{name}: Input should be greater than or equal to 1"
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop
+    if stop is not None and (
+        not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
+    ):
+        return "stop: Input should be a valid string or list of strings"
+    if body.get("stream_options") is not None and not body.get("stream"):
+        return "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    tools = body.get("tools")
+    names = []
+    for i, tool in enumerate(tools or []):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+            return f"tools[{i}]: a function tool needs type 'function' and function.name"
+        names.append(fn["name"])
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not names and choice != "none":
+            return "'tool_choice' is only allowed when 'tools' are specified"
+        if choice not in ("none", "auto", "required") and _fn_name(choice) not in names:
+            return f"tool_choice: no tool named {_fn_name(choice)!r}"
+    fmt = body.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            return f"response_format.type: Input tag {kind!r} does not match any expected tag"
+        spec = fmt.get("json_schema")
+        if kind == "json_schema" and (not isinstance(spec, dict) or not spec.get("name")):
+            return "response_format.json_schema.name: Field required"
+    return None
+
+
+def _sample(schema: Any, name: str) -> Any:
+    """A deterministic value following a (simple) JSON schema."""
+    if not isinstance(schema, dict):
+        return f"fake {name}"
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {key: _sample(sub, key) for key, sub in props.items()}
+    if kind == "array":
+        return [_sample(schema.get("items"), name)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, f"fake {name}")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def computed_answer(body: dict[str, Any]) -> Response:
+    """The computed answer to a valid chat body (the module docstring says which)."""
+    messages = body["messages"]
+    prompt = sum(len(_text_of(m.get("content")).split()) + 1 for m in messages)
+    tools = {t["function"]["name"]: t["function"] for t in body.get("tools") or []}
+    choice = body.get("tool_choice")
+    if tools and (choice == "required" or _fn_name(choice)):
+        fn = tools[_fn_name(choice) or next(iter(tools))]
+        arguments = json.dumps(_sample(fn.get("parameters") or {}, fn["name"]))
+        call = {"id": "call_fake0", "type": "function"}
+        call["function"] = {"name": fn["name"], "arguments": arguments}
+        usage = {"prompt_tokens": prompt, "completion_tokens": 5, "total_tokens": prompt + 5}
+        if not body.get("stream"):
+            return Completion(None, "tool_calls", usage, [call], model=body["model"])
+        half = len(arguments) // 2
+        first = {**call, "index": 0, "function": {"name": fn["name"], "arguments": ""}}
+        parts = [arguments[:half], arguments[half:]]
+        deltas = [first, *({"index": 0, "function": {"arguments": p}} for p in parts)]
+        frames = [role_frame(), *(frame(chunk({"tool_calls": [d]})) for d in deltas)]
+        return _streamed(body, frames, "tool_calls", usage)
+    fmt = body.get("response_format") or {}
+    last = messages[-1]
+    if fmt.get("type") == "json_schema":
+        text = json.dumps(_sample(fmt["json_schema"].get("schema") or {}, "value"))
+    elif last["role"] == "tool":
+        text = "Tool said: " + _text_of(last.get("content"))
+    else:
+        text = "Echo: " + _text_of(last.get("content"))
+    if fmt.get("type") == "json_object":
+        text = json.dumps({"answer": text})
+    stop = body.get("stop")
+    cuts = [
+        i for s in ([stop] if isinstance(stop, str) else stop or []) if (i := text.find(s)) >= 0
+    ]
+    if cuts:
+        text = text[: min(cuts)]
+    pieces = re.findall(r"\S+\s*|\s+", text)
+    finish = "stop"
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit is not None and len(pieces) > limit:
+        pieces, finish = pieces[:limit], "length"
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(pieces),
+        "total_tokens": prompt + len(pieces),
+    }
+    if not body.get("stream"):
+        return Completion("".join(pieces), finish, usage, model=body["model"])
+    return _streamed(body, [role_frame(), *content_frames(*pieces)], finish, usage)
+
+
+def _streamed(
+    body: dict[str, Any], frames: list[bytes], finish: str, usage: dict[str, Any]
+) -> Stream:
+    frames = [*frames, finish_frame(finish)]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        frames.append(usage_frame(usage))
+    return Stream([*frames, DONE])
