@@ -1,0 +1,31 @@
+"""The OpenAI-compatible gateway, ``llmrouter serve``: llmrouter's failover behind an HTTP API.
+
+Point any OpenAI SDK at ``http://host:port/v1`` and it gets the configured chain's failover,
+retries and circuit breakers. Modules, one concern each:
+
+* ``app``        settings, the aiohttp application, start-up checks, graceful shutdown;
+* ``routes``     the handlers (chat completions, models, health, ready, metrics);
+* ``streaming``  relaying a stream as SSE, with failover until its first content;
+* ``responses``  OpenAI-style error bodies and which status each error becomes;
+* ``auth``       API keys and the bearer-token check;
+* ``ratelimit``  per-key request and token buckets (pure, clock injected);
+* ``metrics``    Prometheus text exposition, fed by the client's events;
+* ``accesslog``  JSON access lines on the ``llmrouter.access`` logger.
+
+See ``docs/gateway.md``.
+"""
+
+from llmrouter.server.app import GatewaySettings, check_bind, create_app, run, serve
+from llmrouter.server.auth import KeyStore
+from llmrouter.server.ratelimit import RateLimiter, TokenBucket
+
+__all__ = [
+    "GatewaySettings",
+    "KeyStore",
+    "RateLimiter",
+    "TokenBucket",
+    "check_bind",
+    "create_app",
+    "run",
+    "serve",
+]

@@ -1,0 +1,184 @@
+"""Builds the gateway application and runs it: settings, routes, start-up checks, shutdown.
+
+``create_app(settings)`` gives an ``aiohttp.web.Application`` (for tests and embedding);
+``serve(settings, host, port)`` runs it until SIGINT/SIGTERM, then shuts down gracefully: the
+listening socket closes, in-flight requests get ``settings.grace_s`` seconds to finish, streams
+still running after that end with an error event and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from llmrouter._async.client import AsyncClient
+from llmrouter.errors import ConfigError
+from llmrouter.events import Event
+from llmrouter.server.auth import KeyStore
+from llmrouter.server.metrics import GatewayMetrics
+from llmrouter.server.routes import Gateway
+
+__all__ = ["GATEWAY", "GatewaySettings", "check_bind", "create_app", "serve"]
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+@dataclass
+class GatewaySettings:
+    """How the gateway runs.
+
+    Attributes:
+        url: the backend chain (default: ``LLMROUTER_URL``, as for :class:`AsyncClient`).
+        keys: the accepted API keys; none means no authentication (loopback only).
+        requests_per_minute: per-key request limit (``None``: unlimited).
+        tokens_per_minute: per-key token limit, prompt plus completion (``None``: unlimited).
+        max_body_bytes: the largest request body accepted (413 above it).
+        grace_s: on shutdown, how long in-flight requests may take to finish.
+        log_content: put messages and answers in the access log (off by default).
+        client_options: more keyword arguments for the :class:`AsyncClient`
+            (``timeout``, ``retry_policy``, ``circuit_breaker``, ``hedge``, ...).
+    """
+
+    url: str | None = None
+    keys: KeyStore = field(default_factory=KeyStore)
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    grace_s: float = 10.0
+    log_content: bool = False
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _events_to(metrics: GatewayMetrics, user_hook: Any) -> Callable[[Event], None]:
+    if user_hook is None:
+        return metrics.on_event
+
+    def both(event: Event) -> None:
+        metrics.on_event(event)
+        user_hook(event)
+
+    return both
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    """The gateway as an aiohttp application; the client is closed on the app's cleanup.
+
+    Raises:
+        ConfigError: the backend chain or an option is wrong.
+    """
+    if settings.max_body_bytes <= 0:
+        raise ConfigError(
+            f"max body size: expected a positive number of bytes, got {settings.max_body_bytes}"
+        )
+    if settings.grace_s < 0:
+        raise ConfigError(f"grace: expected seconds >= 0, got {settings.grace_s}")
+    metrics = GatewayMetrics()
+    options = dict(settings.client_options)
+    options["on_event"] = _events_to(metrics, options.get("on_event"))
+    client = AsyncClient(settings.url, **options)
+    try:
+        gateway = Gateway(settings, client, metrics)
+    except ValueError as exc:  # a rate limit that is not a positive number
+        raise ConfigError(str(exc)) from exc
+    metrics.breaker_states = gateway.breaker_states
+
+    # aiohttp enforces the size itself for bodies without Content-Length (chunked uploads).
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[GATEWAY] = gateway
+    app.router.add_post("/v1/chat/completions", gateway.chat_completions)
+    app.router.add_get("/v1/models", gateway.models)
+    app.router.add_get("/health", gateway.health)
+    app.router.add_get("/ready", gateway.ready)
+    app.router.add_get("/metrics", gateway.prometheus)
+    app.router.add_route("*", "/{path:.*}", gateway.not_found)  # last: only what nothing matched
+    app.on_shutdown.append(gateway.drain)
+
+    async def close_client(app: web.Application) -> None:
+        await client.aclose()
+
+    app.on_cleanup.append(close_client)
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, keys: KeyStore) -> None:
+    """Refuse to listen beyond loopback without API keys.
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address and no key is configured.
+    """
+    if not keys.enabled and not _is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without API keys: anyone who can reach it could use "
+            "your backends. Set LLMROUTER_API_KEYS or --keys-file, or listen on 127.0.0.1"
+        )
+
+
+async def run(
+    settings: GatewaySettings,
+    host: str,
+    port: int,
+    *,
+    announce: Callable[[str], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    check_bind(host, settings.keys)
+    app = create_app(settings)
+    # The grace period is spent in the app's on_shutdown; aiohttp's own timeout only covers
+    # what is left after it.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        bound = runner.addresses[0]
+        gateway = app[GATEWAY]
+        names = ", ".join(spec.name for spec in gateway.client.backends)
+        auth = (
+            f"{len(settings.keys.key_ids)} API key(s)"
+            if settings.keys.enabled
+            else "OFF (no API keys configured: LLMROUTER_API_KEYS / --keys-file); "
+            "listening on loopback only"
+        )
+        announce(
+            f"llmrouter gateway listening on http://{host}:{bound[1]} -> {names}; "
+            f"authentication: {auth}"
+        )
+        await stop.wait()
+        announce(f"llmrouter gateway: shutting down (grace {settings.grace_s:g} s)")
+    finally:
+        await runner.cleanup()
+
+
+def serve(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the gateway in this process until SIGINT/SIGTERM (``llmrouter serve``)."""
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    check_bind(host, settings.keys)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings, host, port, announce=announce))
+    sys.stdout.flush()
