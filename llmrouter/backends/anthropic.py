@@ -18,14 +18,13 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from llmrouter._decoders import SSEDecoder
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities
+from llmrouter.backends._stream import SSEChunkDecoder
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
-    BackendConnectionError,
     InvalidRequestError,
     ProtocolError,
     StatusError,
@@ -598,7 +597,7 @@ def _epoch(value: Any) -> int:
 # Streams
 
 
-class ChunkDecoder:
+class ChunkDecoder(SSEChunkDecoder):
     """Anthropic SSE events -> OpenAI :class:`ChatCompletionChunk` values (anthropic.md 3).
 
     ``message_start`` gives the role chunk; text deltas become content; a ``tool_use`` block
@@ -608,16 +607,13 @@ class ChunkDecoder:
     typed error its type implies (``overloaded_error`` -> :class:`ServerError`, as a 529).
     """
 
-    __slots__ = (
-        "_blocks", "_created", "_done", "_finished", "_id", "_model", "_next_tool", "_spec",
-        "_sse", "_usage",
-    )  # fmt: skip
+    __slots__ = ("_blocks", "_created", "_id", "_model", "_next_tool", "_usage")
+
+    TERMINATOR = "message_stop"
+    FINISH = "stop_reason"
 
     def __init__(self, spec: BackendSpec) -> None:
-        self._spec = spec
-        self._sse = SSEDecoder()
-        self._done = False
-        self._finished = False
+        super().__init__(spec)
         self._id = ""
         self._model = ""
         self._created = int(time.time())
@@ -625,32 +621,6 @@ class ChunkDecoder:
         # content block index -> [kind, tool index, whether input arrived]
         self._blocks: dict[int, list[Any]] = {}
         self._next_tool = 0
-
-    @property
-    def done(self) -> bool:
-        """``message_stop`` was parsed: the stream is complete."""
-        return self._done
-
-    @property
-    def finished(self) -> bool:
-        """A ``stop_reason`` arrived: the answer is whole even if ``message_stop`` never does."""
-        return self._finished or self._done
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Frame more body bytes into events (not parsed yet)."""
-        return self._sse.feed(data)
-
-    def close(self) -> list[bytes]:
-        """The body ended: the last event it held, if it lacked its blank line."""
-        return self._sse.close()
-
-    def check_end(self) -> None:
-        """The body is over: complain if the answer was cut short."""
-        if not self._done and not self._finished:
-            raise BackendConnectionError(
-                "stream ended before message_stop and before any stop_reason",
-                backend=self._spec.name,
-            )
 
     def parse(self, event: bytes) -> ChatCompletionChunk | None:
         """One event as a chunk; ``None`` for events that carry nothing for the caller."""

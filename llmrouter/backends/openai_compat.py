@@ -12,13 +12,13 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from llmrouter._decoders import SSEDecoder
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities
+from llmrouter.backends._stream import SSEChunkDecoder
 from llmrouter.config import BackendSpec
-from llmrouter.errors import BackendConnectionError, ProtocolError, StatusError
+from llmrouter.errors import ProtocolError, StatusError
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
 __all__ = [
@@ -154,7 +154,7 @@ def _first_error(exc: pydantic.ValidationError) -> str:
     return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
 
 
-class ChunkDecoder:
+class ChunkDecoder(SSEChunkDecoder):
     """Bytes of an SSE chat stream -> :class:`ChatCompletionChunk` values, one at a time.
 
     ``feed`` only frames events (cheap); ``parse`` turns one event into a chunk when the caller
@@ -165,27 +165,7 @@ class ChunkDecoder:
     ``[DONE]`` while a choice is still unfinished.
     """
 
-    __slots__ = ("_done", "_finished", "_spec", "_sse")
-
-    def __init__(self, spec: BackendSpec) -> None:
-        self._spec = spec
-        self._sse = SSEDecoder()
-        self._done = False
-        self._finished = False
-
-    @property
-    def done(self) -> bool:
-        """``[DONE]`` was parsed: the stream is complete."""
-        return self._done
-
-    @property
-    def finished(self) -> bool:
-        """A ``finish_reason`` was seen: the answer is whole even if ``[DONE]`` never comes."""
-        return self._finished or self._done
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Frame more body bytes into events (not parsed yet)."""
-        return self._sse.feed(data)
+    __slots__ = ()
 
     def parse(self, event: bytes) -> ChatCompletionChunk | None:
         """One event as a chunk; ``None`` for ``[DONE]`` (and for anything after it)."""
@@ -209,14 +189,3 @@ class ChunkDecoder:
         if chunk.choices and chunk.choices[0].finish_reason is not None:
             self._finished = True
         return chunk
-
-    def close(self) -> list[bytes]:
-        """The body ended: the last events it held (a final event lacking its blank line)."""
-        return self._sse.close()
-
-    def check_end(self) -> None:
-        """Every event is parsed and the body is over: complain if the answer was cut short."""
-        if not self._done and not self._finished:
-            raise BackendConnectionError(
-                "stream ended before [DONE] and before any finish_reason", backend=self._spec.name
-            )
