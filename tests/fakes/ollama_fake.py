@@ -34,9 +34,10 @@ import collections
 import http
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.fakes._loopback import LoopbackServer
 
 CREATED_AT = "2026-01-01T00:00:00.123456789Z"
 CREATED = 1767225600  # CREATED_AT in Unix seconds
@@ -293,7 +294,7 @@ def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-class OllamaFake:
+class OllamaFake(LoopbackServer):
     """The fake server; a context manager that runs it on a background thread.
 
     Args:
@@ -304,15 +305,11 @@ class OllamaFake:
     def __init__(
         self, models: list[str] | None = None, thinking_models: list[str] | None = None
     ) -> None:
+        super().__init__()
         self.models = list(MODELS if models is None else models)
         self.thinking_models = list(THINKING if thinking_models is None else thinking_models)
         self.requests: list[Recorded] = []
-        self.port = 0
         self._queue: collections.deque[Scripted] = collections.deque()
-        self._loop = asyncio.new_event_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
     def url(self) -> str:
@@ -327,31 +324,7 @@ class OllamaFake:
         """Queue answers for the next chat requests, in order."""
         self._queue.extend(answers)
 
-    def __enter__(self) -> OllamaFake:
-        self._thread.start()
-        start = asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(5)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await self._read(reader)) is not None:
                 self.requests.append(request)
@@ -359,9 +332,6 @@ class OllamaFake:
                     break
         except (ConnectionError, asyncio.CancelledError, asyncio.IncompleteReadError):
             pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> Recorded | None:

@@ -40,11 +40,12 @@ import collections
 import http
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.fakes._loopback import LoopbackServer
 
 MODEL = "fake-model"
 CREATED = 1760000000
@@ -300,7 +301,7 @@ def _chunked(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
-class OpenAIFake:
+class OpenAIFake(LoopbackServer):
     """The fake server; a context manager that runs it on a background thread.
 
     Args:
@@ -312,18 +313,14 @@ class OpenAIFake:
     def __init__(
         self, models: list[str] | None = None, *, computed: bool = False, api_key: str | None = None
     ) -> None:
+        super().__init__()
         self.models: list[str] = list(models) if models is not None else [MODEL]
         self.computed = computed
         self.api_key = api_key
         self.requests: list[Recorded] = []
         self.connections = 0
         self.disconnects = 0
-        self.port = 0
         self._queue: collections.deque[Response] = collections.deque()
-        self._loop = asyncio.new_event_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
     def url(self) -> str:
@@ -353,31 +350,7 @@ class OpenAIFake:
             await asyncio.sleep(0.005)
         return predicate()
 
-    def __enter__(self) -> OpenAIFake:
-        self._thread.start()
-        start = asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(5)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         conn = _Conn(reader, writer)
         try:
@@ -389,9 +362,6 @@ class OpenAIFake:
             self.disconnects += 1
         except (ConnectionError, asyncio.CancelledError):
             pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
 
     async def _respond(self, conn: _Conn, request: Recorded) -> bool:
         """Send one response; return whether the connection stays open."""
