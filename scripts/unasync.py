@@ -54,6 +54,9 @@ RENAMES = {
     "athread_iter": "thread_iter",
     "async_client": "client",
     "amake_client": "make_client",
+    "AsyncStateStore": "StateStore",
+    "AsyncRedisState": "RedisState",
+    "aopen_state": "open_state",
 }
 _WORDS = re.compile(
     r"\b(" + "|".join(sorted(map(re.escape, RENAMES), key=len, reverse=True)) + r")\b"

@@ -18,6 +18,7 @@ from llmrouter.config import BackendSpec, resolve_chain
 from llmrouter.errors import ConfigError
 from llmrouter.events import Event, EventSink
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
+from llmrouter.state import AsyncStateStore, MemoryState, aopen_state
 from llmrouter.types import ChatCompletion, ModelList
 
 __all__ = ["AsyncClient"]
@@ -131,6 +132,10 @@ class AsyncClient:
             recent times to first token with ``"p95"``; the first answer wins, the other is
             cancelled. Async only; spends the retry budget.
         transport: the HTTP transport (default: aiohttp; ``HttpxAsyncTransport`` for httpx2).
+        state: where breaker, health and retry-budget state lives: ``"redis://host:6379/0"``
+            (shared by every client using it, across processes and machines; needs
+            ``llmrouter[redis]``), a state store object, or ``"memory://"``. Default:
+            ``LLMROUTER_STATE``, else in-process memory. See ``docs/scale-out.md``.
 
     Raises:
         ConfigError: a URL, variable or argument is wrong, or nothing is configured.
@@ -149,6 +154,7 @@ class AsyncClient:
         on_event: Callable[[Event], None] | None = None,
         hedge: float | Literal["p95"] | None = None,
         transport: AsyncHTTPTransport | None = None,
+        state: str | AsyncStateStore | MemoryState | None = None,
     ) -> None:
         if url is not None and backends is not None:
             raise ConfigError("give either url or backends, not both")
@@ -161,6 +167,7 @@ class AsyncClient:
             raise ConfigError(
                 f"balancing={balancing!r}: expected 'least_outstanding', 'round_robin' or 'latency'"
             )
+        store = aopen_state(state)
         self._router = AsyncRouter(
             chain,
             transport or AsyncHTTPTransport(),
@@ -171,6 +178,8 @@ class AsyncClient:
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
             hedge=hedge,
+            state=store,
+            owns_state=store is not None and not isinstance(state, AsyncStateStore),
         )
         self.chat = AsyncChat(self._router)
         self.models = AsyncModels(self._router)

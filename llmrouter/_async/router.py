@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from llmrouter._async.http_backend import AsyncHTTPBackend
 from llmrouter._async.local_backend import AsyncLocalBackend
@@ -44,7 +44,11 @@ from llmrouter.policy import (
     fails_over,
 )
 from llmrouter.route import Attempt, Route
+from llmrouter.state import AsyncStateStore, key_id
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+
+if TYPE_CHECKING:
+    from llmrouter.state.shared import SharedBreaker, SharedBudget
 
 __all__ = ["AsyncChunkSource", "AsyncRouter", "Execution", "HedgeLostError", "Member", "Try"]
 
@@ -102,7 +106,7 @@ class Member:
     """One backend in the chain, with its breaker and its place in a balanced group."""
 
     backend: AsyncBackend
-    breaker: CircuitBreaker
+    breaker: CircuitBreaker | SharedBreaker  # shared across processes with a state store
     balancer: Balancer
     index: int  # within its group
 
@@ -158,13 +162,22 @@ class AsyncRouter:
         hedge: float | Literal["p95"] | None = None,
         sleep: AsyncSleep = asleep,
         clock: Callable[[], float] = time.monotonic,
+        state: AsyncStateStore | None = None,
+        owns_state: bool = False,
     ) -> None:
         self.policy = retry_policy or RetryPolicy()
         if timeout is not None:
             from dataclasses import replace
 
             self.policy = replace(self.policy, total_timeout=timeout)
-        self.budget = budget or RetryBudget(clock=clock)
+        # With a state store, breakers and the budget are shared; without one (the default)
+        # the router holds the pure policy objects themselves and pays nothing for the option.
+        self._state = state
+        self._owns_state = owns_state
+        local_budget = budget or RetryBudget(clock=clock)
+        self.budget: RetryBudget | SharedBudget = (
+            local_budget if state is None else state.budget(local_budget)
+        )
         self.events = events or EventSink()
         self.hedge = hedge
         self._latencies: deque[float] = deque(maxlen=200)
@@ -175,12 +188,21 @@ class AsyncRouter:
         for group in chain:
             balancer = Balancer([spec.weight for spec in group], balancing)
             for index, spec in enumerate(group):
+                backend = _make_backend(spec, transport)
                 breaker = breaker_factory() if breaker_factory else CircuitBreaker(clock=clock)
-                member = Member(_make_backend(spec, transport), breaker, balancer, index)
-                breaker._on_change = self._breaker_hook(member.name)
+                breaker._on_change = self._breaker_hook(backend.name)
+                member = Member(
+                    backend,
+                    breaker if state is None else state.breaker(backend.name, breaker),
+                    balancer,
+                    index,
+                )
                 self.members.append(member)
         self._probed = [m for m in self.members if m.spec.health_interval]
         self._prober: Background | None = None
+        # Background work (the health prober, the state store's subscriber) starts with the
+        # first request, inside the event loop.
+        self._background_pending = bool(self._probed) or state is not None
         self._closing = False
         self._groups: list[list[Member]] = []
         for member in self.members:
@@ -201,9 +223,14 @@ class AsyncRouter:
 
     # -- active health probing (?health=10s) ----------------------------------------------------
 
-    def _ensure_prober(self) -> None:
-        if self._probed and self._prober is None and not self._closing:
+    def _ensure_background(self) -> None:
+        if self._closing:
+            return
+        if self._probed and self._prober is None:
             self._prober = aspawn(self._health_loop)
+        if self._state is not None:
+            self._state.start()
+        self._background_pending = False
 
     async def _health_loop(self) -> None:
         # The first probe waits one interval: the first request is itself a check.
@@ -221,6 +248,12 @@ class AsyncRouter:
     async def probe(self, member: Member) -> bool:
         """Probe one backend now; an answer closes its breaker, a failure opens it."""
         interval = member.spec.health_interval or 10.0
+        if self._state is not None and not await self._state.try_lock(
+            f"health:{key_id(member.name)}", interval
+        ):
+            # Another process probes this backend this interval; its result reaches this
+            # process as the shared breaker's state.
+            return member.breaker.state != "open"
         try:
             await member.backend.health(Deadline(min(interval, 5.0), self._clock))
         except BackendError as exc:
@@ -244,8 +277,8 @@ class AsyncRouter:
         return order
 
     def _start(self, request: ChatRequest) -> Execution[object]:
-        if self._probed and self._prober is None:
-            self._ensure_prober()
+        if self._background_pending:
+            self._ensure_background()
         total = request.timeout if request.timeout is not None else self.policy.total_timeout
         self.budget.record_request()
         return Execution(
@@ -291,8 +324,8 @@ class AsyncRouter:
             # request spend the retry budget, so a full outage cannot multiply load.
             member = min(ex.skipped, key=lambda m: m.breaker.cooldown_remaining())
             ex.skipped.remove(member)
-            member.breaker.force_probe()
-            return member
+            if member.breaker.force_probe():  # a shared breaker: unless another process probes
+                return member
         choice = self._retry_choice(ex)
         if choice is None:
             raise self._give_up(ex)
@@ -504,3 +537,5 @@ class AsyncRouter:
         for member in self.members:
             await member.backend.aclose()
         await self._transport.aclose()
+        if self._state is not None and self._owns_state:
+            await self._state.aclose()

@@ -19,6 +19,7 @@ from llmrouter.config import BackendSpec, resolve_chain
 from llmrouter.errors import ConfigError
 from llmrouter.events import Event, EventSink
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
+from llmrouter.state import StateStore, MemoryState, open_state
 from llmrouter.types import ChatCompletion, ModelList
 
 __all__ = ["Client"]
@@ -132,6 +133,10 @@ class Client:
             recent times to first token with ``"p95"``; the first answer wins, the other is
             cancelled. Async only; spends the retry budget.
         transport: the HTTP transport (default: aiohttp; ``SyncHTTPTransport`` for httpx2).
+        state: where breaker, health and retry-budget state lives: ``"redis://host:6379/0"``
+            (shared by every client using it, across processes and machines; needs
+            ``llmrouter[redis]``), a state store object, or ``"memory://"``. Default:
+            ``LLMROUTER_STATE``, else in-process memory. See ``docs/scale-out.md``.
 
     Raises:
         ConfigError: a URL, variable or argument is wrong, or nothing is configured.
@@ -150,6 +155,7 @@ class Client:
         on_event: Callable[[Event], None] | None = None,
         hedge: float | Literal["p95"] | None = None,
         transport: SyncHTTPTransport | None = None,
+        state: str | StateStore | MemoryState | None = None,
     ) -> None:
         if url is not None and backends is not None:
             raise ConfigError("give either url or backends, not both")
@@ -162,6 +168,7 @@ class Client:
             raise ConfigError(
                 f"balancing={balancing!r}: expected 'least_outstanding', 'round_robin' or 'latency'"
             )
+        store = open_state(state)
         self._router = Router(
             chain,
             transport or SyncHTTPTransport(),
@@ -172,6 +179,8 @@ class Client:
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
             hedge=hedge,
+            state=store,
+            owns_state=store is not None and not isinstance(state, StateStore),
         )
         self.chat = Chat(self._router)
         self.models = Models(self._router)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from llmrouter._sync.http_backend import HTTPBackend
 from llmrouter._sync.local_backend import LocalBackend
@@ -45,7 +45,11 @@ from llmrouter.policy import (
     fails_over,
 )
 from llmrouter.route import Attempt, Route
+from llmrouter.state import StateStore, key_id
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+
+if TYPE_CHECKING:
+    from llmrouter.state.shared import SharedBreaker, SharedBudget
 
 __all__ = ["ChunkSource", "Router", "Execution", "HedgeLostError", "Member", "Try"]
 
@@ -103,7 +107,7 @@ class Member:
     """One backend in the chain, with its breaker and its place in a balanced group."""
 
     backend: Backend
-    breaker: CircuitBreaker
+    breaker: CircuitBreaker | SharedBreaker  # shared across processes with a state store
     balancer: Balancer
     index: int  # within its group
 
@@ -159,13 +163,22 @@ class Router:
         hedge: float | Literal["p95"] | None = None,
         sleep: Sleep = sleep,
         clock: Callable[[], float] = time.monotonic,
+        state: StateStore | None = None,
+        owns_state: bool = False,
     ) -> None:
         self.policy = retry_policy or RetryPolicy()
         if timeout is not None:
             from dataclasses import replace
 
             self.policy = replace(self.policy, total_timeout=timeout)
-        self.budget = budget or RetryBudget(clock=clock)
+        # With a state store, breakers and the budget are shared; without one (the default)
+        # the router holds the pure policy objects themselves and pays nothing for the option.
+        self._state = state
+        self._owns_state = owns_state
+        local_budget = budget or RetryBudget(clock=clock)
+        self.budget: RetryBudget | SharedBudget = (
+            local_budget if state is None else state.budget(local_budget)
+        )
         self.events = events or EventSink()
         self.hedge = hedge
         self._latencies: deque[float] = deque(maxlen=200)
@@ -176,12 +189,21 @@ class Router:
         for group in chain:
             balancer = Balancer([spec.weight for spec in group], balancing)
             for index, spec in enumerate(group):
+                backend = _make_backend(spec, transport)
                 breaker = breaker_factory() if breaker_factory else CircuitBreaker(clock=clock)
-                member = Member(_make_backend(spec, transport), breaker, balancer, index)
-                breaker._on_change = self._breaker_hook(member.name)
+                breaker._on_change = self._breaker_hook(backend.name)
+                member = Member(
+                    backend,
+                    breaker if state is None else state.breaker(backend.name, breaker),
+                    balancer,
+                    index,
+                )
                 self.members.append(member)
         self._probed = [m for m in self.members if m.spec.health_interval]
         self._prober: Background | None = None
+        # Background work (the health prober, the state store's subscriber) starts with the
+        # first request, inside the event loop.
+        self._background_pending = bool(self._probed) or state is not None
         self._closing = False
         self._groups: list[list[Member]] = []
         for member in self.members:
@@ -202,9 +224,14 @@ class Router:
 
     # -- active health probing (?health=10s) ----------------------------------------------------
 
-    def _ensure_prober(self) -> None:
-        if self._probed and self._prober is None and not self._closing:
+    def _ensure_background(self) -> None:
+        if self._closing:
+            return
+        if self._probed and self._prober is None:
             self._prober = spawn(self._health_loop)
+        if self._state is not None:
+            self._state.start()
+        self._background_pending = False
 
     def _health_loop(self) -> None:
         # The first probe waits one interval: the first request is itself a check.
@@ -222,6 +249,12 @@ class Router:
     def probe(self, member: Member) -> bool:
         """Probe one backend now; an answer closes its breaker, a failure opens it."""
         interval = member.spec.health_interval or 10.0
+        if self._state is not None and not self._state.try_lock(
+            f"health:{key_id(member.name)}", interval
+        ):
+            # Another process probes this backend this interval; its result reaches this
+            # process as the shared breaker's state.
+            return member.breaker.state != "open"
         try:
             member.backend.health(Deadline(min(interval, 5.0), self._clock))
         except BackendError as exc:
@@ -245,8 +278,8 @@ class Router:
         return order
 
     def _start(self, request: ChatRequest) -> Execution[object]:
-        if self._probed and self._prober is None:
-            self._ensure_prober()
+        if self._background_pending:
+            self._ensure_background()
         total = request.timeout if request.timeout is not None else self.policy.total_timeout
         self.budget.record_request()
         return Execution(
@@ -292,8 +325,8 @@ class Router:
             # request spend the retry budget, so a full outage cannot multiply load.
             member = min(ex.skipped, key=lambda m: m.breaker.cooldown_remaining())
             ex.skipped.remove(member)
-            member.breaker.force_probe()
-            return member
+            if member.breaker.force_probe():  # a shared breaker: unless another process probes
+                return member
         choice = self._retry_choice(ex)
         if choice is None:
             raise self._give_up(ex)
@@ -505,3 +538,5 @@ class Router:
         for member in self.members:
             member.backend.close()
         self._transport.close()
+        if self._state is not None and self._owns_state:
+            self._state.close()

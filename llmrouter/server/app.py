@@ -25,6 +25,7 @@ from llmrouter.events import Event
 from llmrouter.server.auth import KeyStore
 from llmrouter.server.metrics import GatewayMetrics
 from llmrouter.server.routes import Gateway
+from llmrouter.state import MemoryState, aopen_state
 
 __all__ = ["GATEWAY", "GatewaySettings", "check_bind", "create_app", "serve"]
 
@@ -45,6 +46,9 @@ class GatewaySettings:
         log_content: put messages and answers in the access log (off by default).
         client_options: more keyword arguments for the :class:`AsyncClient`
             (``timeout``, ``retry_policy``, ``circuit_breaker``, ``hedge``, ...).
+        state: shared state for breakers, health, the retry budget and the per-key limits
+            across gateway replicas (``redis://host:6379/0``; default ``LLMROUTER_STATE``,
+            else in-process). See ``docs/scale-out.md``.
     """
 
     url: str | None = None
@@ -55,6 +59,7 @@ class GatewaySettings:
     grace_s: float = 10.0
     log_content: bool = False
     client_options: dict[str, Any] = field(default_factory=dict)
+    state: str | None = None
 
 
 def _events_to(metrics: GatewayMetrics, user_hook: Any) -> Callable[[Event], None]:
@@ -83,9 +88,11 @@ def create_app(settings: GatewaySettings) -> web.Application:
     metrics = GatewayMetrics()
     options = dict(settings.client_options)
     options["on_event"] = _events_to(metrics, options.get("on_event"))
-    client = AsyncClient(settings.url, **options)
+    # One store for the client's breakers and budget and the gateway's limits.
+    store = aopen_state(options.pop("state", settings.state))
+    client = AsyncClient(settings.url, state=store or MemoryState(), **options)
     try:
-        gateway = Gateway(settings, client, metrics)
+        gateway = Gateway(settings, client, metrics, store)
     except ValueError as exc:  # a rate limit that is not a positive number
         raise ConfigError(str(exc)) from exc
     metrics.breaker_states = gateway.breaker_states
@@ -103,6 +110,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
     async def close_client(app: web.Application) -> None:
         await client.aclose()
+        if store is not None:
+            await store.aclose()
 
     app.on_cleanup.append(close_client)
     return app

@@ -1,8 +1,10 @@
 """Per-key rate limits: requests and tokens per minute, as token buckets (pure, clock injected).
 
-Nothing here touches the network or the event loop, so the same decisions can later be made
-against shared state (a Redis script holding ``level`` and ``updated`` per key) without changing
-the gateway. A bucket holds up to ``capacity`` units and refills at ``capacity / 60`` per second.
+:class:`RateLimiter` touches neither the network nor the event loop. With ``LLMROUTER_STATE``
+set, the gateway uses :class:`SharedRateLimiter` instead: the same buckets as one Lua script in
+Redis holding ``level`` and ``updated`` per key (``llmrouter/state/redis_state.py``), shared by
+every gateway replica. A bucket holds up to ``capacity`` units and refills at
+``capacity / 60`` per second.
 
 Tokens are only known once a request has been served, so the token bucket works by
 reservation: a request reserves an estimate of its prompt's tokens on admission (capped at the
@@ -17,8 +19,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["RateLimiter", "TokenBucket", "estimate_prompt_tokens"]
+from llmrouter.state import key_id
+
+if TYPE_CHECKING:
+    from llmrouter.state import AsyncStateStore
+
+__all__ = ["RateLimiter", "SharedRateLimiter", "TokenBucket", "estimate_prompt_tokens"]
 
 Clock = Callable[[], float]
 
@@ -165,3 +173,62 @@ class RateLimiter:
 def estimate_prompt_tokens(body_bytes: int) -> int:
     """A rough prompt size before the backend has counted it: about 4 bytes of JSON a token."""
     return max(1, body_bytes // 4)
+
+
+class SharedRateLimiter:
+    """The same limits as :class:`RateLimiter`, held in a shared store (one atomic Lua step,
+    one round trip, per decision), so several gateway replicas enforce one limit per key.
+
+    When the store is unreachable each decision falls back to this replica's own
+    :class:`RateLimiter` (the store logs the outage once), so Redis trouble never refuses or
+    fails a request.
+
+    Args:
+        store: an :class:`~llmrouter.state.AsyncStateStore` (``AsyncRedisState``).
+        requests_per_minute / tokens_per_minute: as for :class:`RateLimiter`.
+    """
+
+    def __init__(
+        self,
+        store: AsyncStateStore,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> None:
+        self.local = RateLimiter(requests_per_minute, tokens_per_minute)
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._store = store
+
+    @property
+    def enabled(self) -> bool:
+        return self.local.enabled
+
+    async def admit_request(self, key: str) -> Denial | None:
+        limit = self.requests_per_minute
+        if limit is None:
+            return None
+        wait = await self._store.bucket(f"rpm:{key_id(key)}", limit, limit / 60.0, 1, True)
+        if wait is None:
+            return self.local.admit_request(key)
+        return Denial("requests", limit, wait) if wait > 0 else None
+
+    async def reserve_tokens(self, key: str, estimate: int) -> tuple[int, Denial | None]:
+        limit = self.tokens_per_minute
+        if limit is None:
+            return 0, None
+        amount = min(max(estimate, 1), limit)
+        wait = await self._store.bucket(f"tpm:{key_id(key)}", limit, limit / 60.0, amount, True)
+        if wait is None:
+            return self.local.reserve_tokens(key, estimate)
+        if wait > 0:
+            return 0, Denial("tokens", limit, wait)
+        return amount, None
+
+    async def settle_tokens(self, key: str, reserved: int, used: int) -> None:
+        limit = self.tokens_per_minute
+        if limit is None or used == reserved:
+            return
+        amount = used - reserved
+        done = await self._store.bucket(f"tpm:{key_id(key)}", limit, limit / 60.0, amount, False)
+        if done is None:
+            self.local.settle_tokens(key, reserved, used)

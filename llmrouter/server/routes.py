@@ -21,7 +21,12 @@ from llmrouter._request import BODY_PARAMS
 from llmrouter.errors import LLMRouterError
 from llmrouter.server.accesslog import AccessRecord
 from llmrouter.server.metrics import CONTENT_TYPE, GatewayMetrics
-from llmrouter.server.ratelimit import Denial, RateLimiter, estimate_prompt_tokens
+from llmrouter.server.ratelimit import (
+    Denial,
+    RateLimiter,
+    SharedRateLimiter,
+    estimate_prompt_tokens,
+)
 from llmrouter.server.responses import GatewayError, error_body, from_exception
 from llmrouter.server.streaming import SSE_HEADERS, StreamTally, encode, has_output, relay
 from llmrouter.types import ChatCompletion
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from llmrouter._async.router import Member
     from llmrouter.route import Route
     from llmrouter.server.app import GatewaySettings
+    from llmrouter.state import AsyncStateStore
 
 __all__ = ["Gateway"]
 
@@ -71,12 +77,22 @@ def _create_kwargs(body: dict[str, Any]) -> dict[str, Any]:
 class Gateway:
     """The state the handlers share: the client, keys, limits, metrics, in-flight requests."""
 
-    def __init__(self, settings: GatewaySettings, client: AsyncClient, metrics: GatewayMetrics):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        client: AsyncClient,
+        metrics: GatewayMetrics,
+        state: AsyncStateStore | None = None,
+    ):
         self.settings = settings
         self.client = client
         self.metrics = metrics
         self.keys = settings.keys
-        self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+        rpm, tpm = settings.requests_per_minute, settings.tokens_per_minute
+        # Shared limits (LLMROUTER_STATE) hold across replicas; each decision is a round trip.
+        self.limiter: RateLimiter | SharedRateLimiter = (
+            RateLimiter(rpm, tpm) if state is None else SharedRateLimiter(state, rpm, tpm)
+        )
         self.draining = False
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -99,6 +115,27 @@ class Gateway:
         if not members or any(m.breaker.state != "open" for m in members):
             return None
         return min(m.breaker.cooldown_remaining() for m in members)
+
+    # -- rate limits (in-process: plain calls; shared: one round trip each) ----------------
+
+    async def _admit(self, key_id: str) -> Denial | None:
+        limiter = self.limiter
+        if isinstance(limiter, RateLimiter):
+            return limiter.admit_request(key_id)
+        return await limiter.admit_request(key_id)
+
+    async def _reserve(self, key_id: str, estimate: int) -> tuple[int, Denial | None]:
+        limiter = self.limiter
+        if isinstance(limiter, RateLimiter):
+            return limiter.reserve_tokens(key_id, estimate)
+        return await limiter.reserve_tokens(key_id, estimate)
+
+    async def _settle(self, key_id: str, reserved: int, used: int) -> None:
+        limiter = self.limiter
+        if isinstance(limiter, RateLimiter):
+            limiter.settle_tokens(key_id, reserved, used)
+        elif limiter.tokens_per_minute is not None and used != reserved:
+            await limiter.settle_tokens(key_id, reserved, used)
 
     # -- request bookkeeping --------------------------------------------------------------
 
@@ -225,7 +262,7 @@ class Gateway:
 
     async def _chat(self, request: web.Request, record: AccessRecord) -> web.StreamResponse:
         key_id = record.key_id = self._authenticate(request)
-        denial = self.limiter.admit_request(key_id)
+        denial = await self._admit(key_id)
         if denial is not None:
             self.metrics.rate_limited.inc(("requests",))
             raise _rate_limited(denial, key_id)
@@ -245,7 +282,7 @@ class Gateway:
         record.stream = stream
         if self.settings.log_content:
             record.messages = messages
-        reserved, denial = self.limiter.reserve_tokens(key_id, estimate_prompt_tokens(size))
+        reserved, denial = await self._reserve(key_id, estimate_prompt_tokens(size))
         if denial is not None:
             self.metrics.rate_limited.inc(("tokens",))
             raise _rate_limited(denial, key_id)
@@ -256,12 +293,12 @@ class Gateway:
         try:
             completion: ChatCompletion = await create(messages=messages, **kwargs)
         except LLMRouterError as exc:
-            self.limiter.settle_tokens(key_id, reserved, 0)
+            await self._settle(key_id, reserved, 0)
             raise self._upstream_error(exc) from None
         usage = completion.usage
         prompt = usage.prompt_tokens if usage else None
         out = usage.completion_tokens if usage else 0
-        self.limiter.settle_tokens(key_id, reserved, (prompt or 0) + out)
+        await self._settle(key_id, reserved, (prompt or 0) + out)
         self._account(record, completion.route, prompt, out)
         if self.settings.log_content and completion.choices:
             record.response_text = completion.choices[0].message.content
@@ -286,7 +323,7 @@ class Gateway:
         try:
             stream = await create(messages=messages, stream=True, **kwargs)
         except LLMRouterError as exc:
-            self.limiter.settle_tokens(key_id, reserved, 0)
+            await self._settle(key_id, reserved, 0)
             raise self._upstream_error(exc) from None
         async with stream:
             held: list[bytes] = []
@@ -297,7 +334,7 @@ class Gateway:
                     if has_output(chunk):
                         break
             except LLMRouterError as exc:
-                self.limiter.settle_tokens(key_id, reserved, 0)
+                await self._settle(key_id, reserved, 0)
                 self._account(record, stream.route, None, 0)
                 raise self._upstream_error(exc) from None
             response = web.StreamResponse(
@@ -317,7 +354,7 @@ class Gateway:
                 return response
             record.error = await relay(stream, response, tally, self.streams, self.cut)
         out = tally.output_tokens
-        self.limiter.settle_tokens(key_id, reserved, (tally.prompt_tokens or 0) + out)
+        await self._settle(key_id, reserved, (tally.prompt_tokens or 0) + out)
         self._account(record, stream.route, tally.prompt_tokens, out)
         if self.settings.log_content:
             record.response_text = "".join(tally.parts)
