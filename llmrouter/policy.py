@@ -412,6 +412,36 @@ class Balancer:
                 return sorted(range(n), key=self._latency_key)
             return sorted(range(n), key=lambda i: (self.outstanding[i] / self.weights[i], i))
 
+    def order_with(
+        self, latency: Sequence[tuple[float, int]], outstanding: Sequence[float]
+    ) -> list[int]:
+        """:meth:`order`, with other processes' view of the same replicas added (a balancer
+        shared through a state store).
+
+        ``latency[i]``: the sum and the number of the other processes' latency estimates for
+        replica ``i``; the estimate used is their mean with this process's own (one vote each).
+        ``outstanding[i]``: their requests in flight on it, added to this process's.
+        ``round_robin`` ignores both.
+        """
+        n = len(self.weights)
+        if n == 1 or self.strategy == "round_robin":
+            return self.order()
+        with self._lock:
+            if self.strategy == "latency":
+
+                def key(i: int) -> tuple[float, int]:
+                    total, count = latency[i]
+                    own = self.latency[i]
+                    if own is not None:
+                        total, count = total + own, count + 1
+                    return ((-1.0 if count == 0 else total / count / self.weights[i]), i)
+
+                return sorted(range(n), key=key)
+            return sorted(
+                range(n),
+                key=lambda i: ((self.outstanding[i] + outstanding[i]) / self.weights[i], i),
+            )
+
     def _latency_key(self, i: int) -> tuple[float, int]:
         value = self.latency[i]
         return ((-1.0 if value is None else value / self.weights[i]), i)

@@ -7,6 +7,7 @@ namespace. Client processes are spawned with ``multiprocessing`` and driven over
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -16,18 +17,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx2
 import pytest
 
 from llmrouter import AsyncClient, Client
 from llmrouter.errors import ConfigError
-from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy
+from llmrouter.policy import Balancer, CircuitBreaker, RetryBudget, RetryPolicy
 from llmrouter.server.ratelimit import SharedRateLimiter
 from llmrouter.state import MemoryState, aopen_state, key_id, open_state, parse_state_url
 from llmrouter.state.redis_state import AsyncRedisState, RedisState
+from llmrouter.state.shared import FLUSH_INTERVAL, STALE_AFTER, SharedBalancer
 from tests.conftest import RedisServer, free_port
+from tests.fakes.fault_proxy import Fault, FaultProxy
 from tests.fakes.openai_fake import Error, OpenAIFake
 from tests.state_worker import worker
 
@@ -61,13 +65,21 @@ def fakes() -> Iterator[tuple[OpenAIFake, OpenAIFake]]:
 
 
 class Workers:
-    def __init__(self, n: int, urls: str, state_url: str, cooldown: float) -> None:
+    def __init__(
+        self,
+        n: int,
+        urls: str,
+        state_url: str,
+        cooldown: float,
+        balancing: str = "least_outstanding",
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs = []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker, args=(child, urls, state_url, cooldown))
+            args = (child, urls, state_url, cooldown, balancing)
+            proc = ctx.Process(target=worker, args=args)
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -107,6 +119,9 @@ def test_state_urls_and_the_default_memory(monkeypatch: pytest.MonkeyPatch) -> N
     client = Client("http://127.0.0.1:9/v1?model=m")
     assert client._router._state is None  # the default adds nothing to the router
     assert type(client._router.members[0].breaker) is CircuitBreaker
+    client.close()
+    client = Client("http://127.0.0.1:9/v1?model=m | http://127.0.0.1:8/v1?model=m")
+    assert type(client._router.members[0].balancer) is Balancer  # not wrapped
     client.close()
 
 
@@ -201,6 +216,143 @@ def test_the_retry_budget_and_health_lock_are_shared(redis_server: RedisServer) 
     assert one.try_lock("health:x", 5.0) is True and two.try_lock("health:x", 5.0) is False
     one.close()
     two.close()
+
+
+# -- balancers across processes ----------------------------------------------------------------
+
+
+def test_a_shared_balancer_blends_the_cluster_view_while_it_is_fresh() -> None:
+    now = [100.0]
+    plane = SimpleNamespace(active=True)
+    local = Balancer([1.0, 1.0], "latency")
+    shared = SharedBalancer(local, ["x", "y"], "me.0", cast(Any, plane), clock=lambda: now[0])
+    for i, seconds in ((0, 0.05), (1, 0.1)):
+        shared.started(i)
+        shared.finished(i, seconds)
+    assert shared.order() == [0, 1] and shared.cluster() is None  # x is faster here
+    assert shared.snapshot() == ["0.050000 0", "0.100000 0"]
+    # Two other processes saw x slow, one saw y fast; a malformed entry is skipped.
+    shared.absorb([[b"1 0.500000 0", "1 0.300000 2", b"junk"], [b"1 0.200000 1", b"1 - 3"]])
+    assert shared.cluster() == ([pytest.approx(0.4), 0.2], [2.0, 4.0])
+    # One vote per process: x = (0.05 + 0.5 + 0.3) / 3 = 0.283, y = (0.1 + 0.2) / 2 = 0.15.
+    assert shared.order() == [1, 0]
+    now[0] += STALE_AFTER - 0.1
+    assert shared.order() == [1, 0]
+    now[0] += 0.2  # the view is too old: this process's own estimates decide
+    assert shared.order() == [0, 1]
+    shared.absorb([[b"1 0.5 0"], [b"1 0.2 0"]])
+    assert shared.order() == [1, 0]
+    plane.active = False  # the store is down: local values only
+    assert shared.order() == [0, 1]
+    plane.active = True
+    shared.absorb([[b"1 0.5 0"]])  # not one row per replica: ignored
+    assert shared.order() == [1, 0]
+
+    # least_outstanding: the others' requests in flight add to this process's, per weight.
+    busy = Balancer([1.0, 2.0])
+    shared = SharedBalancer(busy, ["x", "y"], "me.1", cast(Any, plane), clock=lambda: now[0])
+    shared.started(0)
+    assert shared.order() == [1, 0]  # x: 1 / 1, y: 0 / 2
+    shared.absorb([[], [b"1 - 5"]])
+    assert shared.order() == [0, 1]  # x: 1 / 1, y: 5 / 2
+    assert shared.snapshot() == ["- 1", "- 0"]
+    # round_robin rotates whatever the others say.
+    ring = Balancer([1.0, 1.0], "round_robin")
+    assert ring.order_with([(9.0, 1), (0.0, 0)], [9.0, 0.0]) == [0, 1]
+    assert ring.order_with([(9.0, 1), (0.0, 0)], [9.0, 0.0]) == [1, 0]
+
+
+def test_only_balancers_with_a_choice_are_shared(redis_server: RedisServer) -> None:
+    group = "http://127.0.0.1:9/v1?model=m | http://127.0.0.1:8/v1?model=m"
+    store = RedisState(ns_url(redis_server))
+    client = Client(f"{group}, http://127.0.0.1:7/v1?model=m", state=store, balancing="latency")
+    members = client._router.members
+    assert isinstance(members[0].balancer, SharedBalancer)
+    assert members[1].balancer is members[0].balancer
+    assert type(members[2].balancer) is Balancer  # alone in its group: nothing to learn
+    client.close()
+    client = Client(group, state=store, balancing="round_robin")
+    assert type(client._router.members[0].balancer) is Balancer
+    client.close()
+    store.close()
+
+
+def test_latency_estimates_reach_another_process_within_a_flush(redis_server: RedisServer) -> None:
+    state = ns_url(redis_server)
+    stores = [RedisState(state), RedisState(state)]
+    balancers = [s.balancer(["X", "Y"], Balancer([1.0, 1.0], "latency")) for s in stores]
+    budgets = [s.budget(RetryBudget()) for s in stores]
+    a, b = cast(list[SharedBalancer], balancers)
+    budgets[1].record_request()  # b flushes now (nothing to read yet), next in a second
+    b.started(1)
+    b.finished(1, 0.01)  # b has only ever called Y...
+    assert b.order() == [0, 1]  # ...so X, unknown, comes first
+    for i, seconds in ((0, 0.3), (1, 0.01)):
+        a.started(i)
+        a.finished(i, seconds)
+    start = time.monotonic()
+    budgets[0].record_request()  # a's first flush writes both
+    assert wait_until(lambda: budgets[1].record_request() or b.order() == [1, 0], 3)
+    assert time.monotonic() - start < FLUSH_INTERVAL + 0.5
+    cluster = b.cluster()
+    assert cluster is not None and cluster[0][0] == pytest.approx(0.3)
+    # Keys: per backend, named by digest, expiring; one field per balancer.
+    r = raw(redis_server)
+    key = f"llmrouter:{parse_state_url(state)[1]}:balancer:{key_id('X')}"
+    assert set(r.hkeys(key)) == {a.field, b.field} and 0 < r.pttl(key) <= 6000
+    assert r.hget(key, a.field).split()[1:] == ["0.300000", "0"]
+    for store in stores:
+        store.close()
+
+
+async def test_async_stores_share_balancers_by_flush_and_on_subscribing(
+    redis_server: RedisServer,
+) -> None:
+    state = ns_url(redis_server)
+    one, two = AsyncRedisState(state), AsyncRedisState(state)
+    a = one.balancer(["X", "Y"], Balancer([1.0, 1.0], "latency"))
+    b = two.balancer(["X", "Y"], Balancer([1.0, 1.0], "latency"))
+    assert isinstance(a, SharedBalancer) and isinstance(b, SharedBalancer)
+    a.started(0)
+    a.finished(0, 0.3)
+    a.started(1)
+    a.finished(1, 0.01)
+    one.budget(RetryBudget()).flush()  # a task: the router never waits on it
+    await asyncio.wait_for(asyncio.gather(*one._tasks), 2)
+    assert b.order() == [0, 1]
+    two.start()  # subscribing reads the cluster's view before any request
+    assert await asyncio.to_thread(wait_until, lambda: b.order() == [1, 0], 3)
+    assert two.subscribed
+    await one.aclose()
+    await two.aclose()
+
+
+def test_a_slow_backend_seen_by_one_process_is_avoided_by_another(
+    redis_server: RedisServer, fakes: tuple[OpenAIFake, OpenAIFake]
+) -> None:
+    a, b = fakes
+    state = ns_url(redis_server)
+    with FaultProxy(a.port) as slow:
+        slow.script(*[Fault("delay", seconds=0.3)] * 10)
+        x, y = f"{slow.url}?model=m", f"{b.url}?model=m"
+        first = Workers(1, f"{x} | {y}", state, cooldown=30.0, balancing="latency")
+        try:
+            # Unknown first, then the faster one; a flush a second in shares what it saw.
+            served = first.ask(0, "request_for", FLUSH_INTERVAL + 0.3)
+            assert served[0] == x and set(served[1:]) == {y}
+            second = Workers(1, f"{x} | {y}", state, cooldown=30.0, balancing="latency")
+            try:  # never called x, and never will while y is faster
+                assert second.ask(0, "request", 3) == [y] * 3
+            finally:
+                second.close()
+        finally:
+            first.close()
+        assert slow.connections == 1  # the first process's one call
+    r = raw(redis_server)
+    keys = r.keys(f"llmrouter:{parse_state_url(state)[1]}:balancer:*")
+    assert sorted(keys) == sorted(
+        f"llmrouter:{parse_state_url(state)[1]}:balancer:{key_id(u)}" for u in (x, y)
+    )
 
 
 # -- the gateway's rate limits ----------------------------------------------------------------

@@ -49,7 +49,7 @@ from llmrouter.state import StateStore, key_id
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 
 if TYPE_CHECKING:
-    from llmrouter.state.shared import SharedBreaker, SharedBudget
+    from llmrouter.state.shared import SharedBalancer, SharedBreaker, SharedBudget
 
 __all__ = ["ChunkSource", "Router", "Execution", "HedgeLostError", "Member", "Try"]
 
@@ -108,7 +108,7 @@ class Member:
 
     backend: Backend
     breaker: CircuitBreaker | SharedBreaker  # shared across processes with a state store
-    balancer: Balancer
+    balancer: Balancer | SharedBalancer  # shared across processes with a state store
     index: int  # within its group
 
     @property
@@ -187,7 +187,12 @@ class Router:
         self._transport = transport
         self.members: list[Member] = []
         for group in chain:
-            balancer = Balancer([spec.weight for spec in group], balancing)
+            local_balancer = Balancer([spec.weight for spec in group], balancing)
+            balancer = (
+                local_balancer
+                if state is None
+                else state.balancer([spec.name for spec in group], local_balancer)
+            )
             for index, spec in enumerate(group):
                 backend = _make_backend(spec, transport)
                 breaker = breaker_factory() if breaker_factory else CircuitBreaker(clock=clock)

@@ -1,4 +1,5 @@
-"""Where breaker, health, retry-budget and rate-limit state lives: this process, or Redis.
+"""Where breaker, health, retry-budget, balancer and rate-limit state lives: this process, or
+Redis.
 
 The default is :class:`MemoryState`: every client keeps its own state, exactly as before, and
 the router pays nothing for the choice (it sees no store at all). ``LLMROUTER_STATE=redis://…``
@@ -25,8 +26,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from llmrouter.errors import ConfigError
 
 if TYPE_CHECKING:
-    from llmrouter.policy import CircuitBreaker, RetryBudget
-    from llmrouter.state.shared import SharedBreaker, SharedBudget
+    from llmrouter.policy import Balancer, CircuitBreaker, RetryBudget
+    from llmrouter.state.shared import SharedBalancer, SharedBreaker, SharedBudget
 
 __all__ = [
     "AsyncStateStore",
@@ -62,6 +63,12 @@ class StateStore(Protocol):
         """``local`` (this client's retry budget), shared through the store."""
         ...
 
+    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
+        """``local`` (the balancer of the group of backends ``names``), its latency estimates
+        and in-flight counts shared through the store; ``local`` itself when sharing would not
+        change its choices (one replica, ``round_robin``)."""
+        ...
+
     def start(self) -> None:
         """Begin listening for other processes' breaker changes (idempotent, cheap)."""
         ...
@@ -83,6 +90,8 @@ class AsyncStateStore(Protocol):
     def breaker(self, backend: str, local: CircuitBreaker) -> SharedBreaker: ...
 
     def budget(self, local: RetryBudget) -> SharedBudget: ...
+
+    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer: ...
 
     def start(self) -> None: ...
 

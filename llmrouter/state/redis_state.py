@@ -11,6 +11,9 @@ message content:
 ``breaker:<b>:probe``                 the cluster's one half-open probe (SET NX PX)
 ``lock:health:<b>``                   the one active health prober (SET NX PX = the interval)
 ``budget:<unix second>``              hash ``r`` (requests) / ``s`` (retries spent); PX = ttl
+``balancer:<b>``                      hash, one field per process's balancer: ``<Redis ms>
+                                      <latency s or -> <in flight>``; PX = 6 s, and fields
+                                      older than 5 s (Redis clock) are dropped when read
 ``ratelimit:<limit>:<key id>``        token bucket hash ``level`` / ``updated`` (Redis TIME)
 channel ``breaker``                   ``open <b> <ms> <origin>`` / ``close <b> <origin>``
 ====================================  =========================================================
@@ -35,9 +38,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from llmrouter.config import _redact_userinfo
-from llmrouter.policy import CircuitBreaker, RetryBudget
+from llmrouter.policy import Balancer, CircuitBreaker, RetryBudget
 from llmrouter.state import key_id, parse_state_url
-from llmrouter.state.shared import Backplane, SharedBreaker, SharedBudget
+from llmrouter.state.shared import (
+    FLUSH_INTERVAL,
+    STALE_AFTER,
+    Backplane,
+    SharedBalancer,
+    SharedBreaker,
+    SharedBudget,
+)
 
 __all__ = ["AsyncRedisState", "RedisState"]
 
@@ -85,6 +95,35 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return string.format('%.6f', wait)
 """
 
+# Balancers' shared view, on the server's clock: for each backend hash in KEYS, write this
+# balancer's entry (ARGV[3 + i]; '' writes nothing), drop entries older than ARGV[2] ms, and
+# return the others' entries. ARGV: this balancer's field, staleness ms, expiry ms, values...
+BALANCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = tonumber(ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local mine = ARGV[3 + i]
+  if mine ~= nil and mine ~= '' then
+    redis.call('HSET', key, ARGV[1], string.format('%.0f', now) .. ' ' .. mine)
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+  local rows = redis.call('HGETALL', key)
+  local fresh = {}
+  for j = 1, #rows, 2 do
+    local at = tonumber(string.match(rows[j + 1], '^(%d+) '))
+    if at == nil or now - at > stale then
+      redis.call('HDEL', key, rows[j])
+    elseif rows[j] ~= ARGV[1] then
+      fresh[#fresh + 1] = rows[j + 1]
+    end
+  end
+  out[i] = fresh
+end
+return out
+"""
+
 _SHA = {src: hashlib.sha1(src.encode()).hexdigest() for src in (ACQUIRE_PROBE, BUCKET)}
 
 
@@ -104,6 +143,8 @@ class _RedisBase:
         self.channel = self.prefix + "breaker"
         self.origin = uuid.uuid4().hex[:12]
         self._breakers: dict[str, list[SharedBreaker]] = {}
+        self._balancers: list[SharedBalancer] = []
+        self._balanced_at = -FLUSH_INTERVAL
         self._down_until = 0.0
         self._down = False
         self._flag = threading.Lock()
@@ -165,6 +206,40 @@ class _RedisBase:
         shared = SharedBreaker(local, key, cast(Backplane, self))
         self._breakers.setdefault(key, []).append(shared)
         return shared
+
+    def _register_balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
+        # One replica, or a rotation, has nothing to learn from the others: keep it local.
+        if len(local.weights) < 2 or local.strategy == "round_robin":
+            return local
+        field = f"{self.origin}.{len(self._balancers)}"
+        shared = SharedBalancer(local, [key_id(n) for n in names], field, cast(Backplane, self))
+        self._balancers.append(shared)
+        return shared
+
+    def _balancer_calls(self, write: bool) -> list[tuple[SharedBalancer, list[str], list[Any]]]:
+        """The BALANCE script calls to add to a pipeline: the balancers' entries written and
+        the others' read back (``write``: at most twice per flush interval, for all clients
+        sharing this store), or only read (``write=False``, on (re)subscribing)."""
+        if not self._balancers:
+            return []
+        if write:
+            now = time.monotonic()
+            if now - self._balanced_at < FLUSH_INTERVAL / 2:
+                return []
+            self._balanced_at = now
+        calls = []
+        for shared in list(self._balancers):
+            keys = [f"{self.prefix}balancer:{key}" for key in shared.keys]
+            values = shared.snapshot() if write else [""] * len(keys)
+            args = [shared.field, _ms(STALE_AFTER), _ms(STALE_AFTER + 1), *values]
+            calls.append((shared, keys, args))
+        return calls
+
+    @staticmethod
+    def _absorb(calls: list[tuple[SharedBalancer, list[str], list[Any]]], results: Any) -> None:
+        for (shared, _, _), rows in zip(calls, results, strict=False):
+            if isinstance(rows, list):
+                shared.absorb(rows)
 
     def _dispatch(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
@@ -236,6 +311,9 @@ class RedisState(_RedisBase):
     def budget(self, local: RetryBudget) -> SharedBudget:
         return SharedBudget(local, self)
 
+    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
+        return self._register_balancer(names, local)
+
     def start(self) -> None:
         if self._listener is None and not self._closed:
             self._listener = threading.Thread(
@@ -299,6 +377,7 @@ class RedisState(_RedisBase):
         done: Callable[[tuple[float, float] | None], None],
     ) -> None:
         keys = self._budget_keys(ttl)
+        calls = self._balancer_calls(write=True)
 
         def command(r: Any) -> tuple[float, float]:
             pipe = r.pipeline(transaction=False)
@@ -307,7 +386,11 @@ class RedisState(_RedisBase):
             pipe.pexpire(keys[0], _ms(ttl + 1))
             for key in keys:
                 pipe.hmget(key, "r", "s")
-            return self._totals(pipe.execute()[3:])
+            for _, names, args in calls:
+                pipe.eval(BALANCE, len(names), *names, *args)
+            results = pipe.execute()
+            self._absorb(calls, results[3 + len(keys) :])
+            return self._totals(results[3 : 3 + len(keys)])
 
         done(self._run(command))
 
@@ -344,12 +427,17 @@ class RedisState(_RedisBase):
 
     def _resync(self) -> None:
         keys = list(self._breakers)
-        if not keys:
+        calls = self._balancer_calls(write=False)
+        if not keys and not calls:
             return
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.pttl(self._open_key(key))
-        self._apply_ttls(keys, pipe.execute())
+        for _, names, args in calls:
+            pipe.eval(BALANCE, len(names), *names, *args)
+        results = pipe.execute()
+        self._apply_ttls(keys, results[: len(keys)])
+        self._absorb(calls, results[len(keys) :])
 
 
 class AsyncRedisState(_RedisBase):
@@ -422,6 +510,9 @@ class AsyncRedisState(_RedisBase):
 
     def budget(self, local: RetryBudget) -> SharedBudget:
         return SharedBudget(local, self)
+
+    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
+        return self._register_balancer(names, local)
 
     def start(self) -> None:
         if self._listener is None and not self._closed:
@@ -504,6 +595,7 @@ class AsyncRedisState(_RedisBase):
         done: Callable[[tuple[float, float] | None], None],
     ) -> None:
         keys = self._budget_keys(ttl)
+        calls = self._balancer_calls(write=True)
 
         async def command(r: Any) -> tuple[float, float]:
             pipe = r.pipeline(transaction=False)
@@ -512,7 +604,11 @@ class AsyncRedisState(_RedisBase):
             pipe.pexpire(keys[0], _ms(ttl + 1))
             for key in keys:
                 pipe.hmget(key, "r", "s")
-            return self._totals((await pipe.execute())[3:])
+            for _, names, args in calls:
+                pipe.eval(BALANCE, len(names), *names, *args)
+            results = await pipe.execute()
+            self._absorb(calls, results[3 + len(keys) :])
+            return self._totals(results[3 : 3 + len(keys)])
 
         self._spawn(command, done)
 
@@ -550,9 +646,14 @@ class AsyncRedisState(_RedisBase):
 
     async def _resync(self, r: Any) -> None:
         keys = list(self._breakers)
-        if not keys:
+        calls = self._balancer_calls(write=False)
+        if not keys and not calls:
             return
         pipe = r.pipeline(transaction=False)
         for key in keys:
             pipe.pttl(self._open_key(key))
-        self._apply_ttls(keys, await pipe.execute())
+        for _, names, args in calls:
+            pipe.eval(BALANCE, len(names), *names, *args)
+        results = await pipe.execute()
+        self._apply_ttls(keys, results[: len(keys)])
+        self._absorb(calls, results[len(keys) :])

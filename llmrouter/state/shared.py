@@ -19,17 +19,22 @@ Consistency (``docs/scale-out.md`` has the long form):
 * The retry budget deposits and spends locally and flushes both, with the cluster's totals
   read back in the same pipeline, at most once a second; between flushes it decides on the last
   totals plus what this process did since.
+* A balancer (``latency`` or ``least_outstanding``, two replicas or more) rides the same
+  flush: its latency estimates and requests in flight go out, the other processes' come back.
+  Between flushes it orders replicas by its own live values blended with the last ones read
+  (the mean of the processes' latency estimates; in-flight counts added up); a view older
+  than ``STALE_AFTER``, or a store that is down, leaves it to its own values.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from llmrouter.policy import BreakerState, CircuitBreaker, RetryBudget
+from llmrouter.policy import Balancer, BreakerState, CircuitBreaker, RetryBudget, Strategy
 
-__all__ = ["Backplane", "SharedBreaker", "SharedBudget"]
+__all__ = ["Backplane", "SharedBalancer", "SharedBreaker", "SharedBudget"]
 
 FLUSH_INTERVAL = 1.0  # seconds between retry-budget flushes
 STALE_AFTER = 5.0  # cluster budget totals older than this are not trusted
@@ -242,3 +247,96 @@ class SharedBudget:
         stats = self.local.stats()
         stats["available"] = self.available()
         return stats
+
+
+class SharedBalancer:
+    """A :class:`Balancer` that orders replicas by the whole cluster's latency estimates and
+    requests in flight, not only this process's.
+
+    ``started`` and ``finished`` touch only the local balancer (no I/O); the store reads
+    :meth:`snapshot` and calls :meth:`absorb` with the other processes' values during its
+    once-a-second budget flush, so :meth:`order` never waits on the network either.
+    """
+
+    def __init__(
+        self,
+        local: Balancer,
+        keys: Sequence[str],
+        field: str,
+        store: Backplane,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local = local
+        self.keys = list(keys)  # one hashed backend id per replica
+        self.field = field  # this balancer's entry in the store (process id and a serial)
+        self._store = store
+        self._clock = clock
+        # (latency (sum, count) per replica, in flight per replica, when read); one reference,
+        # replaced whole, so a reader on another thread never sees half of an update.
+        self._cluster: tuple[list[tuple[float, int]], list[float], float] | None = None
+
+    @property
+    def strategy(self) -> Strategy:
+        return self.local.strategy
+
+    @property
+    def weights(self) -> list[float]:
+        return self.local.weights
+
+    def order(self) -> list[int]:
+        """Replica indexes, most preferred first: by the blended view while it is fresh."""
+        cluster = self._cluster
+        if cluster is None or self._clock() - cluster[2] > STALE_AFTER or not self._store.active:
+            return self.local.order()
+        return self.local.order_with(cluster[0], cluster[1])
+
+    def started(self, i: int) -> None:
+        self.local.started(i)
+
+    def finished(self, i: int, latency: float | None) -> None:
+        self.local.finished(i, latency)
+
+    # -- the store's side -------------------------------------------------------------------
+
+    def snapshot(self) -> list[str]:
+        """This process's values, one per replica: ``"<latency s or -> <in flight>"``."""
+        local = self.local
+        return [
+            f"{'-' if latency is None else f'{latency:.6f}'} {max(outstanding, 0)}"
+            for latency, outstanding in zip(local.latency, local.outstanding, strict=True)
+        ]
+
+    def absorb(self, rows: Sequence[Sequence[bytes | str]]) -> None:
+        """The other processes' entries, per replica (``"<ms> <latency> <in flight>"`` each,
+        as the store keeps them); malformed entries are skipped."""
+        if len(rows) != len(self.keys):
+            return
+        latency: list[tuple[float, int]] = []
+        outstanding: list[float] = []
+        for values in rows:
+            total, count, flight = 0.0, 0, 0.0
+            for value in values:
+                text = value.decode() if isinstance(value, bytes) else value
+                parts = text.split()
+                if len(parts) != 3:
+                    continue
+                try:
+                    seconds = None if parts[1] == "-" else float(parts[1])
+                    busy = float(parts[2])
+                except ValueError:
+                    continue
+                if seconds is not None and seconds >= 0:
+                    total, count = total + seconds, count + 1
+                flight += max(busy, 0.0)
+            latency.append((total, count))
+            outstanding.append(flight)
+        self._cluster = (latency, outstanding, self._clock())
+
+    def cluster(self) -> tuple[list[float | None], list[float]] | None:
+        """The other processes' mean latency and total in flight per replica, as last read
+        (``None`` before the first read); for diagnostics and tests."""
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        means = [total / count if count else None for total, count in cluster[0]]
+        return means, list(cluster[1])
