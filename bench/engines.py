@@ -34,6 +34,10 @@ Method
   entries after the warm-up: TTFT is one token's evaluation plus the client's overhead, which
   is what the 5 ms target is about.
 
+``--vllm`` benchmarks vLLM instead (raw ``AsyncLLM`` vs ``vllm+local://``, sync and async, 1
+and 8 concurrent streams; the ``vllm://`` server path vs the openai SDK): see
+``bench/vllm_engines.py``.
+
 Targets: llmrouter decode throughput within 3 % of raw, TTFT within 5 ms of raw.
 """
 
@@ -294,7 +298,15 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--runs", type=int, help="rounds (default 8, 3 with --quick)")
     parser.add_argument("--max-tokens", type=int, help="default 128, 64 with --quick")
+    parser.add_argument(
+        "--vllm", action="store_true", help="vLLM instead: bench/vllm_engines.py's tables"
+    )
     args = parser.parse_args()
+    if args.vllm:
+        from bench.vllm_engines import run
+
+        print(run(args.runs or (3 if args.quick else 5), args.max_tokens or 64))
+        return
     runs = args.runs or (3 if args.quick else 8)
     max_tokens = args.max_tokens or (64 if args.quick else 128)
     print(f"engine benchmark: {runs} rounds x {max_tokens} tokens", file=sys.stderr)

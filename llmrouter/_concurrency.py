@@ -5,10 +5,17 @@ Each helper comes in two spellings that ``scripts/unasync.py`` maps onto each ot
 work in a worker thread and never block the event loop; the sync ones run it in the caller's
 thread. A generator factory receives a ``threading.Event`` that is set when the consumer closes
 the iterator, so an engine can stop generating at the next token.
+
+``aloop_call``/``loop_call`` and ``aloop_iter``/``loop_iter`` serve an engine that owns an
+event loop of its own on a background thread (vLLM's async engine): the work is a coroutine
+(or an async iterator) run on that loop; the async spelling awaits it from the caller's loop,
+the sync spelling blocks the caller's thread on it. Closing either iterator cancels the
+producer on the engine's loop, which is how a closed stream aborts its request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -18,15 +25,21 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "AsyncLoopIterator",
     "AsyncSleep",
     "Background",
     "AsyncThreadIterator",
+    "LoopIterator",
     "Sleep",
     "ThreadIterator",
     "asleep",
+    "aloop_call",
+    "aloop_iter",
     "aspawn",
     "athread_call",
     "athread_iter",
+    "loop_call",
+    "loop_iter",
     "sleep",
     "spawn",
     "thread_call",
@@ -186,3 +199,208 @@ class ThreadIterator(Generic[T]):
 def thread_iter(factory: Callable[[threading.Event], Iterator[T]]) -> ThreadIterator[T]:
     """Iterate ``factory(cancel_event)`` here (the sync twin of :func:`athread_iter`)."""
     return ThreadIterator(factory)
+
+
+# -- an engine's own event loop on a background thread (vLLM) ---------------------------------
+
+
+async def aloop_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``fn()`` on ``loop`` (another thread's) and await its result here.
+
+    Cancelling the awaiting task cancels the coroutine there.
+    """
+    import asyncio
+
+    future = asyncio.run_coroutine_threadsafe(_as_coroutine(fn), loop)
+    try:
+        return await asyncio.wrap_future(future)
+    finally:
+        future.cancel()  # no-op once done; stops the work when this task was cancelled
+
+
+def loop_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``fn()`` on ``loop`` and block this thread on its result."""
+    import asyncio
+
+    future = asyncio.run_coroutine_threadsafe(_as_coroutine(fn), loop)
+    try:
+        return future.result()
+    finally:
+        future.cancel()  # KeyboardInterrupt while blocked: stop the work
+
+
+async def _as_coroutine(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
+
+
+class _Pump(Generic[T]):
+    """Runs an async iterator on the engine's loop and hands each item to ``put``; the last
+    thing handed over is always ``_END`` (with the error, if the iterator raised one)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], AsyncIterator[T]],
+        put: Callable[[object, BaseException | None], None],
+    ) -> None:
+        self._put = put
+        self._ended = False  # touched on the engine's loop only
+        self._loop = loop
+        self._task: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            self._task = loop.create_task(self._run(factory))
+            # Cancelled before it ever ran: the coroutine cannot say _END itself.
+            self._task.add_done_callback(lambda _: self._end(None))
+
+        loop.call_soon_threadsafe(start)
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._put(_END, error)
+
+    async def _run(self, factory: Callable[[], AsyncIterator[T]]) -> None:
+        try:
+            iterator = factory()
+            try:
+                async for item in iterator:
+                    self._put(item, None)
+            finally:
+                close = getattr(iterator, "aclose", None)
+                if close is not None:
+                    await close()
+        except Exception as exc:  # handed to the consumer, re-raised there
+            self._end(exc)
+            return
+        finally:
+            self._end(None)  # also on cancellation
+
+    def cancel(self) -> None:
+        """Cancel the producer (it runs its ``finally`` blocks on the engine's loop)."""
+
+        def cancel() -> None:
+            if self._task is not None:
+                self._task.cancel()
+
+        try:
+            self._loop.call_soon_threadsafe(cancel)  # after start(): callbacks run in order
+        except RuntimeError:  # the engine's loop is gone
+            self._end(None)
+
+
+class AsyncLoopIterator(Generic[T]):
+    """Items of an async iterator that runs on another thread's event loop, handed to this
+    one; ``aclose()`` cancels it there and waits until it has stopped."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], AsyncIterator[T]]
+    ) -> None:
+        self._loop = loop
+        self._factory = factory
+        self._queue: asyncio.Queue[tuple[object, BaseException | None]] | None = None
+        self._pump: _Pump[T] | None = None
+        self._finished = False
+
+    def _start(self) -> asyncio.Queue[tuple[object, BaseException | None]]:
+        import asyncio
+
+        here = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
+
+        def put(item: object, error: BaseException | None) -> None:
+            # RuntimeError: the consumer's loop is closed; nobody is listening.
+            with contextlib.suppress(RuntimeError):
+                here.call_soon_threadsafe(queue.put_nowait, (item, error))
+
+        self._pump = _Pump(self._loop, self._factory, put)
+        return queue
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._queue is None:
+            self._queue = self._start()
+        item, error = await self._queue.get()
+        if item is _END:
+            self._finished = True
+            if error is not None:
+                raise error
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Cancel the producer on the engine's loop and wait until it let go."""
+        if self._pump is None or self._queue is None or self._finished:
+            self._finished = True
+            return
+        self._pump.cancel()
+        while True:
+            item, _ = await self._queue.get()
+            if item is _END:
+                break
+        self._finished = True
+
+
+class LoopIterator(Generic[T]):
+    """The sync twin of :class:`AsyncLoopIterator`: this thread blocks on a queue."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, factory: Callable[[], AsyncIterator[T]]
+    ) -> None:
+        import queue
+
+        self._loop = loop
+        self._factory = factory
+        self._queue: queue.SimpleQueue[tuple[object, BaseException | None]] | None = None
+        self._pump: _Pump[T] | None = None
+        self._finished = False
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        import queue
+
+        if self._finished:
+            raise StopIteration
+        if self._queue is None:
+            q: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
+            self._queue = q
+            self._pump = _Pump(self._loop, self._factory, lambda item, err: q.put((item, err)))
+        item, error = self._queue.get()
+        if item is _END:
+            self._finished = True
+            if error is not None:
+                raise error
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Cancel the producer on the engine's loop and wait until it let go."""
+        if self._pump is None or self._queue is None or self._finished:
+            self._finished = True
+            return
+        self._pump.cancel()
+        while True:
+            item, _ = self._queue.get()
+            if item is _END:
+                break
+        self._finished = True
+
+
+def aloop_iter(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], AsyncIterator[T]]
+) -> AsyncLoopIterator[T]:
+    """Iterate ``factory()`` on ``loop`` (another thread's), items handed to this loop."""
+    return AsyncLoopIterator(loop, factory)
+
+
+def loop_iter(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], AsyncIterator[T]]
+) -> LoopIterator[T]:
+    """Iterate ``factory()`` on ``loop``, this thread blocking on each item."""
+    return LoopIterator(loop, factory)

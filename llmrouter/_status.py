@@ -37,6 +37,7 @@ _CONTEXT_MARKERS = (
     "exceeds the available context",
     "too many tokens",
     "prompt is too long",
+    "cannot be greater than max_model_len",  # vLLM: max_tokens over the model's length
     "input validation error: `inputs` tokens + `max_new_tokens`",
 )
 

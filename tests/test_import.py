@@ -45,6 +45,12 @@ def test_sync_client_creation_loads_no_optional_dependency() -> None:
     assert "asyncio" not in loaded  # the sync client never pays for the event loop
 
 
+def test_vllm_local_client_loads_vllm_only_on_first_use() -> None:
+    loaded = _loaded_after("from llmrouter import Client\nClient('vllm+local:///models/x')")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "asyncio" not in loaded
+
+
 def test_public_names_are_sorted_and_importable() -> None:
     import llmrouter
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 from llmrouter._async.http_backend import AsyncHTTPBackend
 from llmrouter._async.local_backend import AsyncLocalBackend
 from llmrouter._async.stream import AsyncStream
+from llmrouter._async.vllm_backend import AsyncVLLMBackend
 from llmrouter._concurrency import AsyncSleep, Background, asleep, aspawn
 from llmrouter._hedge import ahedged_chat, ahedged_stream
 from llmrouter._http import AsyncHTTPTransport
@@ -63,7 +64,7 @@ class AsyncChunkSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-AsyncBackend = AsyncHTTPBackend | AsyncLocalBackend
+AsyncBackend = AsyncHTTPBackend | AsyncLocalBackend | AsyncVLLMBackend
 
 # Wire protocol -> codec module, imported when a backend of that kind is first built.
 _CODECS = {
@@ -98,6 +99,8 @@ class HedgeLostError(BackendError):
 def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBackend:
     if spec.kind == "llamacpp":
         return AsyncLocalBackend(spec)
+    if spec.kind == "vllm_local":
+        return AsyncVLLMBackend(spec)
     return AsyncHTTPBackend(spec, transport, importlib.import_module(_CODECS[spec.kind]))
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 from llmrouter._sync.http_backend import HTTPBackend
 from llmrouter._sync.local_backend import LocalBackend
 from llmrouter._sync.stream import Stream
+from llmrouter._sync.vllm_backend import VLLMBackend
 from llmrouter._concurrency import Sleep, Background, sleep, spawn
 from llmrouter._hedge import hedged_chat, hedged_stream
 from llmrouter._http import SyncHTTPTransport
@@ -64,7 +65,7 @@ class ChunkSource(Protocol):
     def close(self) -> None: ...
 
 
-Backend = HTTPBackend | LocalBackend
+Backend = HTTPBackend | LocalBackend | VLLMBackend
 
 # Wire protocol -> codec module, imported when a backend of that kind is first built.
 _CODECS = {
@@ -99,6 +100,8 @@ class HedgeLostError(BackendError):
 def _make_backend(spec: BackendSpec, transport: SyncHTTPTransport) -> Backend:
     if spec.kind == "llamacpp":
         return LocalBackend(spec)
+    if spec.kind == "vllm_local":
+        return VLLMBackend(spec)
     return HTTPBackend(spec, transport, importlib.import_module(_CODECS[spec.kind]))
 
 
