@@ -25,4 +25,5 @@ python scripts/make_vllm_model.py >/dev/null
 python scripts/unasync.py --check
 # The shared-state tests start their own redis-server (tests/conftest.py).
 command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+command -v curl >/dev/null || (apt-get update && apt-get install -y curl)  # gateway tests
 exec python -m pytest -p no:cacheprovider "$@"

@@ -171,8 +171,7 @@ def test_openai_sync_sdk_streams(gateway: GatewayThread) -> None:
 
 def curl(*args: str, body: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("curl")
-    if exe is None:
-        pytest.skip("curl is not installed")
+    assert exe is not None, "curl is needed (scripts/test.sh installs it)"
     data = ["--data-binary", "@-", "-H", "Content-Type: application/json"] if body else []
     return subprocess.run(
         [exe, "-sS", "--max-time", "30", *data, *args],
