@@ -98,14 +98,60 @@ def thread_call(fn: Callable[[], T]) -> T:
     return fn()
 
 
-class AsyncThreadIterator(Generic[T]):
+class _QueueConsumer(Generic[T]):
+    """The consumer side shared by the async bridges: items (or the end, or an error) arrive
+    on an ``asyncio.Queue`` from another thread; subclasses start the producer (``_start``)
+    and tell it to stop (``_stop``)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[object, BaseException | None]] | None = None
+        self._finished = False
+
+    def _start(self) -> asyncio.Queue[tuple[object, BaseException | None]]:
+        raise TypeError("subclasses start their producer")
+
+    def _stop(self) -> None:
+        """Ask the producer to stop (it then sends the end marker)."""
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._queue is None:
+            self._queue = self._start()
+        item, error = await self._queue.get()
+        if item is _END:
+            self._finished = True
+            if error is not None:
+                raise error
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Stop the producer and wait until it has let go."""
+        if self._queue is None or self._finished:
+            self._finished = True  # never started, or already over: nothing to stop
+            return
+        self._stop()
+        while True:
+            item, _ = await self._queue.get()
+            if item is _END:
+                break
+        self._finished = True
+
+
+class AsyncThreadIterator(_QueueConsumer[T]):
     """Iterates a blocking generator in a worker thread, handing items to the event loop."""
 
     def __init__(self, factory: Callable[[threading.Event], Iterator[T]]) -> None:
+        super().__init__()
         self._factory = factory
         self._cancel = threading.Event()
-        self._queue: asyncio.Queue[tuple[object, BaseException | None]] | None = None
-        self._finished = False
+
+    def _stop(self) -> None:
+        self._cancel.set()  # the worker stops at the next item
 
     def _start(self) -> asyncio.Queue[tuple[object, BaseException | None]]:
         import asyncio
@@ -138,34 +184,6 @@ class AsyncThreadIterator(Generic[T]):
 
         threading.Thread(target=run, name="llmrouter-engine", daemon=True).start()
         return queue
-
-    def __aiter__(self) -> AsyncIterator[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        if self._finished:
-            raise StopAsyncIteration
-        if self._queue is None:
-            self._queue = self._start()
-        item, error = await self._queue.get()
-        if item is _END:
-            self._finished = True
-            if error is not None:
-                raise error
-            raise StopAsyncIteration
-        return item  # type: ignore[return-value]
-
-    async def aclose(self) -> None:
-        """Stop the generator at its next item and wait for the worker to let go."""
-        self._cancel.set()
-        if self._queue is None or self._finished:
-            self._finished = True
-            return
-        while True:
-            item, _ = await self._queue.get()
-            if item is _END:
-                break
-        self._finished = True
 
 
 def athread_iter(factory: Callable[[threading.Event], Iterator[T]]) -> AsyncThreadIterator[T]:
@@ -289,18 +307,21 @@ class _Pump(Generic[T]):
             self._end(None)
 
 
-class AsyncLoopIterator(Generic[T]):
+class AsyncLoopIterator(_QueueConsumer[T]):
     """Items of an async iterator that runs on another thread's event loop, handed to this
     one; ``aclose()`` cancels it there and waits until it has stopped."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, factory: Callable[[], AsyncIterator[T]]
     ) -> None:
+        super().__init__()
         self._loop = loop
         self._factory = factory
-        self._queue: asyncio.Queue[tuple[object, BaseException | None]] | None = None
         self._pump: _Pump[T] | None = None
-        self._finished = False
+
+    def _stop(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()  # cancelled on the engine's loop; it then sends the end
 
     def _start(self) -> asyncio.Queue[tuple[object, BaseException | None]]:
         import asyncio
@@ -315,34 +336,6 @@ class AsyncLoopIterator(Generic[T]):
 
         self._pump = _Pump(self._loop, self._factory, put)
         return queue
-
-    def __aiter__(self) -> AsyncIterator[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        if self._finished:
-            raise StopAsyncIteration
-        if self._queue is None:
-            self._queue = self._start()
-        item, error = await self._queue.get()
-        if item is _END:
-            self._finished = True
-            if error is not None:
-                raise error
-            raise StopAsyncIteration
-        return item  # type: ignore[return-value]
-
-    async def aclose(self) -> None:
-        """Cancel the producer on the engine's loop and wait until it let go."""
-        if self._pump is None or self._queue is None or self._finished:
-            self._finished = True
-            return
-        self._pump.cancel()
-        while True:
-            item, _ = await self._queue.get()
-            if item is _END:
-                break
-        self._finished = True
 
 
 class LoopIterator(Generic[T]):
