@@ -15,7 +15,6 @@ Model locations:
 
 from __future__ import annotations
 
-import atexit
 import fnmatch
 import importlib.util
 import os
@@ -26,6 +25,7 @@ from typing import Any
 
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
+from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -50,21 +50,9 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CAPABILITIES = Capabilities(n=False, logprobs=True, stream_usage=False)
 _DEFAULT_N_CTX = 4096
 
-# OpenAI fields with no meaning for an in-process engine: accepted and ignored, as servers do.
-_IGNORED = frozenset(
-    {
-        "user",
-        "metadata",
-        "store",
-        "service_tier",
-        "parallel_tool_calls",
-        "prompt_cache_key",
-        "safety_identifier",
-        "reasoning_effort",
-        "verbosity",
-        "stream_options",
-    }
-)
+# OpenAI fields with no meaning in process, plus stream_options (llama.cpp's stream has no
+# usage to add).
+_IGNORED = IGNORED_IN_PROCESS | {"stream_options"}
 _UNSUPPORTED = frozenset({"audio", "modalities", "prediction", "web_search_options"})
 _PASSED = frozenset(
     {
@@ -223,42 +211,19 @@ class _Key:
     options: tuple[tuple[str, str], ...]
 
 
-_engines: dict[_Key, LlamaEngine] = {}
-_registry_lock = threading.Lock()
+_registry: EngineRegistry[LlamaEngine] = EngineRegistry()
 
 
 def acquire_engine(spec: BackendSpec) -> LlamaEngine:
     """The shared engine for ``spec``, loading it on first use (slow: call from a thread)."""
     path = os.path.realpath(resolve_model_path(spec))
     options = tuple((k, v) for k, v in spec.options if k != "file")
-    key = _Key(path, options)
-    with _registry_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = _engines[key] = LlamaEngine(path, dict(options))
-        engine.users += 1
-        return engine
+    return _registry.acquire(_Key(path, options), lambda: LlamaEngine(path, dict(options)))
 
 
 def release_engine(engine: LlamaEngine) -> None:
     """Drop one user; the last one frees the model."""
-    with _registry_lock:
-        engine.users -= 1
-        if engine.users > 0:
-            return
-        for key, value in list(_engines.items()):
-            if value is engine:
-                del _engines[key]
-    engine.close()
-
-
-@atexit.register
-def _close_all() -> None:
-    with _registry_lock:
-        engines = list(_engines.values())
-        _engines.clear()
-    for engine in engines:
-        engine.close()
+    _registry.release(engine)
 
 
 def build_kwargs(request: ChatRequest, model_name: str) -> dict[str, Any]:

@@ -20,7 +20,6 @@ saying so (docs/backends/vllm.md).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
+from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -89,20 +89,7 @@ _STR_ARGS = frozenset(
     }
 )
 
-# OpenAI fields with no meaning in process: accepted and ignored, as servers do.
-_IGNORED = frozenset(
-    {
-        "user",
-        "metadata",
-        "store",
-        "service_tier",
-        "parallel_tool_calls",
-        "prompt_cache_key",
-        "safety_identifier",
-        "reasoning_effort",
-        "verbosity",
-    }
-)
+_IGNORED = IGNORED_IN_PROCESS
 # OpenAI field -> SamplingParams field.
 _SAMPLING = {
     "temperature": "temperature",
@@ -640,8 +627,8 @@ def model_list(engine: VLLMEngine, model: str) -> ModelList:
 # -- the per-process registry ----------------------------------------------------------------
 
 
-_engines: dict[tuple[tuple[str, Any], ...], VLLMEngine] = {}
-_registry_lock = threading.Lock()
+_registry: EngineRegistry[VLLMEngine] = EngineRegistry()
+_engines = _registry.engines  # read by tests
 
 
 def acquire_engine(spec: BackendSpec) -> VLLMEngine:
@@ -660,34 +647,9 @@ def acquire_engine(spec: BackendSpec) -> VLLMEngine:
                 fh.write("spawn\n")
         raise ConfigError(SPAWN_GUARD_MESSAGE)
     key = tuple(sorted(kwargs.items()))
-    with _registry_lock:
-        engine = _engines.get(key)
-        if engine is not None and engine.dead:
-            del _engines[key]
-            engine.close()
-            engine = None
-        if engine is None:
-            engine = _engines[key] = VLLMEngine(kwargs)
-        engine.users += 1
-        return engine
+    return _registry.acquire(key, lambda: VLLMEngine(kwargs), stale=lambda e: e.dead)
 
 
 def release_engine(engine: VLLMEngine) -> None:
     """Drop one user; the last one shuts the engine down."""
-    with _registry_lock:
-        engine.users -= 1
-        if engine.users > 0:
-            return
-        for key, value in list(_engines.items()):
-            if value is engine:
-                del _engines[key]
-    engine.close()
-
-
-@atexit.register
-def _close_all() -> None:
-    with _registry_lock:
-        engines = list(_engines.values())
-        _engines.clear()
-    for engine in engines:
-        engine.close()
+    _registry.release(engine)
