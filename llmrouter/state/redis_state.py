@@ -201,6 +201,15 @@ class _RedisBase:
         now = int(time.time())
         return [f"{self.prefix}budget:{now - i}" for i in range(max(int(ttl), 1))]
 
+    def breaker(self, backend: str, local: CircuitBreaker) -> SharedBreaker:
+        return self._register(backend, local)
+
+    def budget(self, local: RetryBudget) -> SharedBudget:
+        return SharedBudget(local, self)  # type: ignore[arg-type]
+
+    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
+        return self._register_balancer(names, local)
+
     def _register(self, backend: str, local: CircuitBreaker) -> SharedBreaker:
         key = key_id(backend)
         shared = SharedBreaker(local, key, cast(Backplane, self))
@@ -304,15 +313,6 @@ class RedisState(_RedisBase):
             return r.eval(src, len(keys), *keys, *args)
 
     # -- StateStore ---------------------------------------------------------------------
-
-    def breaker(self, backend: str, local: CircuitBreaker) -> SharedBreaker:
-        return self._register(backend, local)
-
-    def budget(self, local: RetryBudget) -> SharedBudget:
-        return SharedBudget(local, self)
-
-    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
-        return self._register_balancer(names, local)
 
     def start(self) -> None:
         if self._listener is None and not self._closed:
@@ -504,15 +504,6 @@ class AsyncRedisState(_RedisBase):
             return await r.eval(src, len(keys), *keys, *args)
 
     # -- AsyncStateStore --------------------------------------------------------------------
-
-    def breaker(self, backend: str, local: CircuitBreaker) -> SharedBreaker:
-        return self._register(backend, local)
-
-    def budget(self, local: RetryBudget) -> SharedBudget:
-        return SharedBudget(local, self)
-
-    def balancer(self, names: list[str], local: Balancer) -> Balancer | SharedBalancer:
-        return self._register_balancer(names, local)
 
     def start(self) -> None:
         if self._listener is None and not self._closed:
