@@ -11,6 +11,7 @@ Format: https://prometheus.io/docs/instrumenting/exposition_formats/ (version 0.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +47,7 @@ def _labels(names: Sequence[str], values: Labels, extra: str = "") -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-class _Metric:
+class _Metric(abc.ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
@@ -57,8 +58,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    @abc.abstractmethod
     def lines(self) -> Iterable[str]:
-        raise NotImplementedError
+        """The sample lines of this metric in the Prometheus text format."""
 
 
 class Counter(_Metric):

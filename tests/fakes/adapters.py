@@ -18,6 +18,7 @@ answers as the OpenAI fake computes: see :class:`ContainerSageMakerFake`).
 
 from __future__ import annotations
 
+import abc
 import importlib
 import json
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ RETRY_AFTER = 7.0  # the Retry-After every scripted 429 carries, in seconds
 GARBAGE = b"{not json"
 
 
-class Adapter:
+class Adapter(abc.ABC):
     """One backend's fake, seen through the conformance suite's eyes."""
 
     name: ClassVar[str]
@@ -45,7 +46,7 @@ class Adapter:
     unset_env: ClassVar[tuple[str, ...]] = ()  # removed for the whole test
     wrong_key_env: ClassVar[dict[str, str] | None] = None  # env that makes the server say 401
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - a hook most backends do not need
         """Forget process-wide state (cached credentials) after the environment changed."""
 
     def __init__(self, fake: Any) -> None:
@@ -62,9 +63,9 @@ class Adapter:
         """The backend URL, model pinned."""
         return self.url_at(self.fake.port)
 
+    @abc.abstractmethod
     def url_at(self, port: int) -> str:
         """The same backend URL on another port of 127.0.0.1."""
-        raise NotImplementedError
 
     @property
     def missing_model_url(self) -> str | None:
@@ -101,33 +102,33 @@ class Adapter:
         self.script(answer)
         return 0 if kind == "5xx" else int(kind)
 
+    @abc.abstractmethod
     def errors(self) -> dict[str, Any]:
         """Error kind -> the scripted answer."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def script_tool_call(self, name: str, arguments: dict[str, Any], *, stream: bool) -> None:
         """The next chat request gets one call of tool ``name`` with ``arguments``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def script_mid_stream_error(self) -> str:
         """The next stream sends some content, then the protocol's error event; returns the
         content sent before the error."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def script_malformed(self, *, stream: bool, after_content: bool) -> str:
         """The next answer is malformed: a 200 body that is not JSON, or a stream whose frame
         is not JSON (after some content or not). Returns the content sent before it."""
-        raise NotImplementedError
 
     def script_close(self) -> None:
         """The next chat request is read and the connection closed without an answer (for a
         stream, at most the response head is sent)."""
         self.script(Close())
 
+    @abc.abstractmethod
     def script_cut_after_content(self) -> str:
         """The next stream sends some content, then the connection drops; returns the
         content sent."""
-        raise NotImplementedError
 
 
 def _text(content: Any) -> str:
