@@ -21,7 +21,7 @@ import pydantic_core
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
-from llmrouter.backends import Capabilities
+from llmrouter.backends import Capabilities, openai_compat
 from llmrouter.backends._stream import SSEChunkDecoder
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
@@ -130,16 +130,10 @@ def _invalid(message: str, param: str) -> InvalidRequestError:
 
 
 def _headers(spec: BackendSpec, accept: str, request: ChatRequest | None) -> dict[str, str]:
-    headers = {"Accept": accept, "anthropic-version": ANTHROPIC_VERSION}
+    base = {"Accept": accept, "anthropic-version": ANTHROPIC_VERSION}
     if request is not None:
-        headers["Content-Type"] = "application/json"
-    if spec.headers:
-        headers.update(spec.headers)
-    if spec.api_key is not None:
-        headers["x-api-key"] = spec.api_key.reveal()
-    if request is not None and request.extra_headers:
-        headers.update(request.extra_headers)
-    return headers
+        base["Content-Type"] = "application/json"
+    return openai_compat.request_headers(spec, base, request, key_header="x-api-key", key_prefix="")
 
 
 def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPRequest:

@@ -28,7 +28,7 @@ import pydantic_core
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
-from llmrouter.backends import Capabilities
+from llmrouter.backends import Capabilities, openai_compat
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendConnectionError,
@@ -135,16 +135,11 @@ def _fail(message: str, param: str) -> InvalidRequestError:
 
 
 def _headers(spec: BackendSpec, accept: str, request: ChatRequest | None) -> dict[str, str]:
-    headers = {"Accept": accept}
+    # Ollama ignores auth; a key (Bearer) only matters to a proxy in front of it.
+    base = {"Accept": accept}
     if request is not None:
-        headers["Content-Type"] = "application/json"
-    headers.update(spec.headers)
-    if spec.api_key is not None:
-        # Ollama ignores auth; a key only matters to a proxy in front of it.
-        headers["Authorization"] = "Bearer " + spec.api_key.reveal()
-    if request is not None and request.extra_headers:
-        headers.update(request.extra_headers)
-    return headers
+        base["Content-Type"] = "application/json"
+    return openai_compat.request_headers(spec, base, request)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 __all__ = [
     "ChunkDecoder",
     "build_chat",
+    "request_headers",
     "build_health",
     "build_models",
     "map_error",
@@ -39,14 +40,21 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json
 _STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
-def _headers(
-    spec: BackendSpec, base: Mapping[str, str], request: ChatRequest | None
+def request_headers(
+    spec: BackendSpec,
+    base: Mapping[str, str],
+    request: ChatRequest | None,
+    *,
+    key_header: str = "Authorization",
+    key_prefix: str = "Bearer ",
 ) -> dict[str, str]:
+    """``base``, then the spec's headers, the key (``Authorization: Bearer`` unless a codec
+    names another header), then the call's ``extra_headers``. Every codec builds them here."""
     headers = dict(base)
     if spec.headers:
         headers.update(spec.headers)
     if spec.api_key is not None:
-        headers["Authorization"] = "Bearer " + spec.api_key.reveal()
+        headers[key_header] = key_prefix + spec.api_key.reveal()
     if request is not None and request.extra_headers:
         headers.update(request.extra_headers)
     return headers
@@ -70,7 +78,9 @@ def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPReque
     return HTTPRequest(
         method="POST",
         url=spec.base_url + "/chat/completions",
-        headers=_headers(spec, _STREAM_HEADERS if request.stream else _JSON_HEADERS, request),
+        headers=request_headers(
+            spec, _STREAM_HEADERS if request.stream else _JSON_HEADERS, request
+        ),
         body=pydantic_core.to_json(body),
         backend=spec.name,
     )
@@ -81,7 +91,7 @@ def build_models(spec: BackendSpec) -> HTTPRequest:
     return HTTPRequest(
         method="GET",
         url=spec.base_url + "/models",
-        headers=_headers(spec, {"Accept": "application/json"}, None),
+        headers=request_headers(spec, {"Accept": "application/json"}, None),
         backend=spec.name,
     )
 
@@ -97,7 +107,7 @@ def build_health(spec: BackendSpec) -> HTTPRequest:
         return build_models(spec)
     root = spec.base_url.removesuffix("/v1")
     return HTTPRequest(
-        method="GET", url=root + route, headers=_headers(spec, {}, None), backend=spec.name
+        method="GET", url=root + route, headers=request_headers(spec, {}, None), backend=spec.name
     )
 
 
