@@ -177,12 +177,15 @@ class ChunkDecoder(SSEChunkDecoder):
 
     __slots__ = ()
 
+    def _ended(self, event: bytes) -> bool:
+        """``[DONE]`` (or anything after it): the stream is over."""
+        if not self._done and event.startswith(b"[DONE]"):
+            self._done = True
+        return self._done
+
     def parse(self, event: bytes) -> ChatCompletionChunk | None:
         """One event as a chunk; ``None`` for ``[DONE]`` (and for anything after it)."""
-        if self._done:
-            return None
-        if event.startswith(b"[DONE]"):
-            self._done = True
+        if self._ended(event):
             return None
         try:
             chunk = ChatCompletionChunk.model_validate_json(event)

@@ -375,10 +375,7 @@ class ChunkDecoder(openai_compat.ChunkDecoder):
 
     def parse(self, event: bytes) -> ChatCompletionChunk | None:
         """One event as a chunk; ``None`` for ``[DONE]`` (and for anything after it)."""
-        if self._done:
-            return None
-        if event.startswith(b"[DONE]"):
-            self._done = True
+        if self._ended(event):
             return None
         try:
             chunk = ChatCompletionChunk.model_validate_json(event)

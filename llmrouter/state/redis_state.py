@@ -268,6 +268,36 @@ class _RedisBase:
                     shared.remote_open(left / 1000)
 
     @staticmethod
+    def _budget_pipeline(
+        r: Any,
+        keys: list[str],
+        calls: list[tuple[SharedBalancer, list[str], list[Any]]],
+        requests: int,
+        spent: int,
+        ttl: float,
+    ) -> Any:
+        """The once-a-second flush, queued on one pipeline (sync or async alike): this
+        process's budget counts in, the cluster's totals and balancer views out."""
+        pipe = r.pipeline(transaction=False)
+        pipe.hincrby(keys[0], "r", requests)
+        pipe.hincrby(keys[0], "s", spent)
+        pipe.pexpire(keys[0], _ms(ttl + 1))
+        for key in keys:
+            pipe.hmget(key, "r", "s")
+        for _, names, args in calls:
+            pipe.eval(BALANCE, len(names), *names, *args)
+        return pipe
+
+    def _budget_results(
+        self,
+        keys: list[str],
+        calls: list[tuple[SharedBalancer, list[str], list[Any]]],
+        results: list[Any],
+    ) -> tuple[float, float]:
+        self._absorb(calls, results[3 + len(keys) :])
+        return self._totals(results[3 : 3 + len(keys)])
+
+    @staticmethod
     def _totals(rows: list[Any]) -> tuple[float, float]:
         requests = spent = 0.0
         for r, s in rows:
@@ -380,17 +410,8 @@ class RedisState(_RedisBase):
         calls = self._balancer_calls(write=True)
 
         def command(r: Any) -> tuple[float, float]:
-            pipe = r.pipeline(transaction=False)
-            pipe.hincrby(keys[0], "r", requests)
-            pipe.hincrby(keys[0], "s", spent)
-            pipe.pexpire(keys[0], _ms(ttl + 1))
-            for key in keys:
-                pipe.hmget(key, "r", "s")
-            for _, names, args in calls:
-                pipe.eval(BALANCE, len(names), *names, *args)
-            results = pipe.execute()
-            self._absorb(calls, results[3 + len(keys) :])
-            return self._totals(results[3 : 3 + len(keys)])
+            pipe = self._budget_pipeline(r, keys, calls, requests, spent, ttl)
+            return self._budget_results(keys, calls, pipe.execute())
 
         done(self._run(command))
 
@@ -589,17 +610,8 @@ class AsyncRedisState(_RedisBase):
         calls = self._balancer_calls(write=True)
 
         async def command(r: Any) -> tuple[float, float]:
-            pipe = r.pipeline(transaction=False)
-            pipe.hincrby(keys[0], "r", requests)
-            pipe.hincrby(keys[0], "s", spent)
-            pipe.pexpire(keys[0], _ms(ttl + 1))
-            for key in keys:
-                pipe.hmget(key, "r", "s")
-            for _, names, args in calls:
-                pipe.eval(BALANCE, len(names), *names, *args)
-            results = await pipe.execute()
-            self._absorb(calls, results[3 + len(keys) :])
-            return self._totals(results[3 : 3 + len(keys)])
+            pipe = self._budget_pipeline(r, keys, calls, requests, spent, ttl)
+            return self._budget_results(keys, calls, await pipe.execute())
 
         self._spawn(command, done)
 
