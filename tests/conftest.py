@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -43,6 +44,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_ready(
+    proc: subprocess.Popen[Any], url: str, timeout: float, what: str, log: Callable[[], str]
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or is slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log()[-3000:]}")
+        try:
+            if httpx2.get(url, timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start: {log()[-3000:]}")
+        time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10) -> None:
+    """Terminate, then kill if it does not exit within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -80,29 +109,11 @@ def llama_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> It
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx2.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"llama.cpp server did not start: {log_path.read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+        wait_ready(proc, url + "/models", 120, "llama.cpp server", log_path.read_text)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 # vLLM on CPU: a 1 GiB KV cache is plenty for SmolLM2 at 2048 tokens (the default is sized for
@@ -181,28 +192,13 @@ def vllm_server(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> It
             env={**os.environ, **VLLM_ENV},
         )
     server = VLLMServer(proc, port, log_path)
-    deadline = time.monotonic() + 300
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM server did not start: {log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        health = f"http://127.0.0.1:{port}/health"
+        wait_ready(proc, health, 300, "vLLM server", log_path.read_text)
         yield server
     finally:
         proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=30)
 
 
 class RedisServer:

@@ -13,7 +13,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 import yaml
 
 from llmrouter import ConfigError, parse_chain
-from tests.conftest import PARIS, free_port
+from tests.conftest import PARIS, free_port, stop_process, wait_ready
 from tests.fakes.ollama_fake import OllamaFake
 from tests.fakes.sagemaker_fake import ACCESS_KEY, ENDPOINT, SECRET_KEY, SageMakerFake
 
@@ -133,28 +132,16 @@ def _uvicorn(llmrouter_url: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+
+    def log() -> str:
+        assert proc.stdout is not None
+        return proc.stdout.read().decode()
+
     try:
-        while True:
-            if proc.poll() is not None:
-                assert proc.stdout is not None
-                raise RuntimeError(f"uvicorn exited: {proc.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx2.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the FastAPI example did not start")
-            time.sleep(0.1)
+        wait_ready(proc, base + "/health", 30, "the FastAPI example", log)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
