@@ -48,6 +48,23 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
 
+    @classmethod
+    def load(cls, value: str, source: str) -> Secret:
+        """A key as read from ``source`` (a variable's name, or ``api_key=``): surrounding
+        whitespace stripped (a CRLF ``.env`` file leaves a ``\\r``), control characters and
+        non-ASCII refused with a :class:`ConfigError` that names the source, never the value
+        (such a key cannot go in an HTTP header, and the transport's error would echo it)."""
+        stripped = value.strip()
+        if not stripped:
+            raise ConfigError(f"{source}: the key is empty")
+        if not stripped.isascii() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in stripped):
+            raise ConfigError(
+                f"{source}: the key holds control characters or non-ASCII text, which cannot "
+                "be sent in an HTTP header; check how the value was written (an editor, a "
+                "CRLF file, a copied quote)"
+            )
+        return cls(stripped)
+
     def reveal(self) -> str:
         """The secret value itself; for building request headers only."""
         return self._value
@@ -457,15 +474,15 @@ def _resolve_key(
         var = query["api_key_env"]
         if not var:
             raise ConfigError("query parameter api_key_env is empty: expected a variable name")
-        if not env.get(var):
+        if not env.get(var, "").strip():
             raise ConfigError(
                 f"{base}:// backend: environment variable {var} (api_key_env) is unset"
             )
-        return Secret(env[var])
+        return Secret.load(env[var], var)
     if userinfo:
-        return Secret(userinfo)
-    if scheme.key_env and env.get(scheme.key_env):
-        return Secret(env[scheme.key_env])
+        return Secret.load(userinfo, "the URL's userinfo")
+    if scheme.key_env and env.get(scheme.key_env, "").strip():
+        return Secret.load(env[scheme.key_env], scheme.key_env)
     if scheme.key_required:
         raise ConfigError(
             f"{base}:// backend needs an API key: set {scheme.key_env}, or name another "
@@ -560,7 +577,9 @@ def resolve_chain(
         return [
             [
                 replace(
-                    spec, api_key=Secret(env["OPENAI_API_KEY"]), headers=tuple(_openai_headers(env))
+                    spec,
+                    api_key=Secret.load(env["OPENAI_API_KEY"], "OPENAI_API_KEY"),
+                    headers=tuple(_openai_headers(env)),
                 )
             ]
         ]
