@@ -138,8 +138,9 @@ class GenerationWatch:
     def token(self, count: int = 1) -> None:
         """``count`` tokens arrived: raise :class:`BackendTimeoutError` if they came too late."""
         self.check()
-        self.tokens += count
-        self._limit = self._deadline.child(self._read)
+        if count:  # an output with no token in it (a bare finish) starts no idle limit
+            self.tokens += count
+            self._limit = self._deadline.child(self._read)
 
     def waiting(self) -> None:
         """The consumer asks for the next token now: the idle limit runs from here."""

@@ -52,6 +52,7 @@ def test_the_first_token_has_the_ttft_limit_from_the_start() -> None:
     watch = _watch(clock, 10.0, ttft=0.5, read=5.0)
     assert watch.remaining() == pytest.approx(0.5)
     watch.waiting()  # before the first token: the ttft clock keeps running
+    watch.token(0)  # an output without a token is no first token either
     clock.now += 0.5
     with pytest.raises(BackendTimeoutError, match="no first token within the ttft_timeout"):
         watch.check()
