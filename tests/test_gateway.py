@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from llmrouter.policy import CircuitBreaker, RetryPolicy
-from llmrouter.server import GatewaySettings, KeyStore, create_app
+from llmrouter.server import GatewayRunner, GatewaySettings, KeyStore, create_app
 from tests.conftest import PARIS
 from tests.fakes.fault_proxy import Fault, FaultProxy
 
@@ -55,9 +55,7 @@ class GatewayThread:
         return self.url + "/v1"
 
     async def _start(self) -> None:
-        self.runner = web.AppRunner(
-            create_app(self.settings), access_log=None, shutdown_timeout=2.0
-        )
+        self.runner = GatewayRunner(create_app(self.settings), shutdown_timeout=2.0)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         self.port = self.runner.addresses[0][1]

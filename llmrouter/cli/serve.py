@@ -29,6 +29,48 @@ def add_parser(
         "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body (4 MiB)"
     )
     serve.add_argument(
+        "--max-json-depth", type=int, default=64, help="deepest nesting of a JSON body (64)"
+    )
+    serve.add_argument(
+        "--max-messages", type=int, default=2048, help="most messages in one request (2048)"
+    )
+    serve.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=131072,
+        help="largest estimated prompt, 4 characters a token; 0: no limit (131072)",
+    )
+    serve.add_argument(
+        "--max-in-flight-per-key",
+        type=int,
+        default=64,
+        help="requests one key may have running at once, streams included; 0: no limit (64)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open client connections; past it new ones get 503 (1024)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's headers (10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request's body (30)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=15.0,
+        help="seconds an idle keep-alive connection stays open (15)",
+    )
+    serve.add_argument(
         "--timeout", type=float, help="total seconds per request, failover included (60)"
     )
     serve.add_argument(
@@ -55,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         access.setLevel(logging.INFO)
         access.propagate = False
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:  # the backends' own error texts (secrets masked), refused requests
+        logging.getLogger("llmrouter.server").setLevel(logging.INFO)
     options = {"timeout": args.timeout} if args.timeout is not None else {}
     settings = GatewaySettings(
         url=args.url,
@@ -62,8 +106,17 @@ def run(args: argparse.Namespace) -> int:
         requests_per_minute=args.rpm,
         tokens_per_minute=args.tpm,
         max_body_bytes=args.max_body_bytes,
+        max_json_depth=args.max_json_depth,
+        max_messages=args.max_messages,
+        max_prompt_tokens=args.max_prompt_tokens or None,
+        max_in_flight_per_key=args.max_in_flight_per_key or None,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keepalive_timeout_s=args.keepalive_timeout,
         grace_s=args.grace,
         log_content=args.log_content,
+        debug=args.debug,
         client_options=options,
     )
     serve(settings, args.host, args.port)

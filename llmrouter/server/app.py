@@ -1,9 +1,11 @@
-"""Builds the gateway application and runs it: settings, routes, start-up checks, shutdown.
+"""Builds the gateway application and runs it: routes, start-up checks, shutdown.
 
-``create_app(settings)`` gives an ``aiohttp.web.Application`` (for tests and embedding);
+``create_app(settings)`` gives an ``aiohttp.web.Application`` (for tests and embedding; serve
+it with :class:`~llmrouter.server.connections.GatewayRunner` to get the connection limits);
 ``serve(settings, host, port)`` runs it until SIGINT/SIGTERM, then shuts down gracefully: the
 listening socket closes, in-flight requests get ``settings.grace_s`` seconds to finish, streams
-still running after that end with an error event and ``[DONE]``.
+still running after that end with an error event and ``[DONE]``. The settings type lives in
+``settings``, which this module and ``routes`` both import.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import ipaddress
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,43 +24,15 @@ from llmrouter._async.client import AsyncClient
 from llmrouter.errors import ConfigError
 from llmrouter.events import Event
 from llmrouter.server.auth import KeyStore
+from llmrouter.server.connections import GatewayRunner, connection_middleware
 from llmrouter.server.metrics import GatewayMetrics
 from llmrouter.server.routes import Gateway
+from llmrouter.server.settings import SETTINGS, GatewaySettings, check_settings
 from llmrouter.state import MemoryState, aopen_state
 
-__all__ = ["GATEWAY", "GatewaySettings", "check_bind", "create_app", "serve"]
+__all__ = ["GATEWAY", "check_bind", "create_app", "run", "serve"]
 
 GATEWAY = web.AppKey("gateway", Gateway)
-
-
-@dataclass
-class GatewaySettings:
-    """How the gateway runs.
-
-    Attributes:
-        url: the backend chain (default: ``LLMROUTER_URL``, as for :class:`AsyncClient`).
-        keys: the accepted API keys; none means no authentication (loopback only).
-        requests_per_minute: per-key request limit (``None``: unlimited).
-        tokens_per_minute: per-key token limit, prompt plus completion (``None``: unlimited).
-        max_body_bytes: the largest request body accepted (413 above it).
-        grace_s: on shutdown, how long in-flight requests may take to finish.
-        log_content: put messages and answers in the access log (off by default).
-        client_options: more keyword arguments for the :class:`AsyncClient`
-            (``timeout``, ``retry_policy``, ``circuit_breaker``, ``hedge``, ...).
-        state: shared state for breakers, health, the retry budget and the per-key limits
-            across gateway replicas (``redis://host:6379/0``; default ``LLMROUTER_STATE``,
-            else in-process). See ``docs/scale-out.md``.
-    """
-
-    url: str | None = None
-    keys: KeyStore = field(default_factory=KeyStore)
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
-    grace_s: float = 10.0
-    log_content: bool = False
-    client_options: dict[str, Any] = field(default_factory=dict)
-    state: str | None = None
 
 
 def _events_to(metrics: GatewayMetrics, user_hook: Any) -> Callable[[Event], None]:
@@ -79,12 +52,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     Raises:
         ConfigError: the backend chain or an option is wrong.
     """
-    if settings.max_body_bytes <= 0:
-        raise ConfigError(
-            f"max body size: expected a positive number of bytes, got {settings.max_body_bytes}"
-        )
-    if settings.grace_s < 0:
-        raise ConfigError(f"grace: expected seconds >= 0, got {settings.grace_s}")
+    check_settings(settings)
     metrics = GatewayMetrics()
     options = dict(settings.client_options)
     options["on_event"] = _events_to(metrics, options.get("on_event"))
@@ -98,8 +66,11 @@ def create_app(settings: GatewaySettings) -> web.Application:
     metrics.breaker_states = gateway.breaker_states
 
     # aiohttp enforces the size itself for bodies without Content-Length (chunked uploads).
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[connection_middleware]
+    )
     app[GATEWAY] = gateway
+    app[SETTINGS] = settings
     app.router.add_post("/v1/chat/completions", gateway.chat_completions)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/health", gateway.health)
@@ -152,7 +123,7 @@ async def run(
     app = create_app(settings)
     # The grace period is spent in the app's on_shutdown; aiohttp's own timeout only covers
     # what is left after it.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = GatewayRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

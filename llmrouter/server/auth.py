@@ -27,7 +27,9 @@ ENV_VAR = "LLMROUTER_API_KEYS"
 
 
 def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    # surrogatepass: a header's undecodable bytes arrive as surrogates; they must not match,
+    # nor raise.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def _parse_entry(entry: str, where: str) -> tuple[str, str]:

@@ -1,15 +1,16 @@
 """The gateway's HTTP handlers: chat completions, models, health, readiness, metrics.
 
 ``POST /v1/chat/completions`` goes, in order: draining? (503), the bearer key (401), the
-per-key request limit (429), the body size (413), JSON and field validation (400), the per-key
-token limit (429), then the client. ``/v1/*`` needs a key when keys are configured;
+key's requests in flight (429), the per-key request limit (429), the body (``intake``: size
+413, time 408, nesting, JSON, Unicode, fields, message count and prompt size 400), the per-key
+token limit (429), then the client. A client that disconnects cancels its request, backend
+call included, and is logged as 499. ``/v1/*`` needs a key when keys are configured;
 ``/health``, ``/ready`` and ``/metrics`` never do (probes and scrapers), and say nothing secret.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from llmrouter._request import BODY_PARAMS
 from llmrouter.errors import LLMRouterError
 from llmrouter.server.accesslog import AccessRecord
+from llmrouter.server.intake import ChatBody, read_chat_body
 from llmrouter.server.metrics import CONTENT_TYPE, GatewayMetrics
 from llmrouter.server.ratelimit import (
     Denial,
@@ -28,6 +29,7 @@ from llmrouter.server.ratelimit import (
     estimate_prompt_tokens,
 )
 from llmrouter.server.responses import GatewayError, error_body, from_exception
+from llmrouter.server.settings import GatewaySettings
 from llmrouter.server.streaming import SSE_HEADERS, StreamTally, encode, has_output, relay
 from llmrouter.types import ChatCompletion
 
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
     from llmrouter import AsyncClient
     from llmrouter._async.router import Member
     from llmrouter.route import Route
-    from llmrouter.server.app import GatewaySettings
     from llmrouter.state import AsyncStateStore
 
 __all__ = ["Gateway"]
@@ -60,18 +61,16 @@ def _rate_limited(denial: Denial, key_id: str) -> GatewayError:
     )
 
 
-def _create_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """The body's fields as ``create`` keyword arguments; unknown fields go in ``extra_body``."""
-    kwargs: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for name, value in body.items():
-        if name in BODY_PARAMS or name == "model":
-            kwargs[name] = value
-        elif name not in ("messages", "stream"):
-            extra[name] = value  # engine-specific fields (vLLM's top_k, ...), as the SDK sends
-    if extra:
-        kwargs["extra_body"] = extra
-    return kwargs
+def _too_many_in_flight(key_id: str, limit: int) -> GatewayError:
+    return GatewayError(
+        429,
+        f"too many requests in flight for key id {key_id!r}: at most {limit} at once; "
+        "retry after 1 s",
+        "rate_limit_error",
+        code="too_many_requests_in_flight",
+        headers={"Retry-After": "1"},
+        error_class="TooManyInFlight",
+    )
 
 
 class Gateway:
@@ -99,6 +98,7 @@ class Gateway:
         self.idle.set()
         self.streams: set[asyncio.Task[None]] = set()
         self.cut: set[asyncio.Task[None]] = set()
+        self.key_in_flight: dict[str, int] = {}
 
     # -- backends -------------------------------------------------------------------------
 
@@ -161,9 +161,30 @@ class Gateway:
         record.status = err.status
         record.error = err.error_class or err.type
         headers = {**err.headers, "x-request-id": record.request_id}
-        if self.draining:
-            headers["Connection"] = "close"
-        return web.Response(status=err.status, body=err.body(), content_type=_JSON, headers=headers)
+        closing = self.draining or headers.pop("Connection", "") == "close"
+        response = web.Response(
+            status=err.status,
+            body=err.body(debug=self.settings.debug),
+            content_type=_JSON,
+            headers=headers,
+        )
+        if closing:
+            response.force_close()
+        return response
+
+    def _hold(self, key_id: str) -> None:
+        """Count a request against its key's in-flight cap (429 over it)."""
+        held = self.key_in_flight.get(key_id, 0)
+        limit = self.settings.max_in_flight_per_key
+        if limit is not None and held >= limit:
+            self.metrics.rate_limited.inc(("in_flight",))
+            raise _too_many_in_flight(key_id, limit)
+        self.key_in_flight[key_id] = held + 1
+
+    def _release(self, key_id: str) -> None:
+        held = self.key_in_flight.pop(key_id, 1) - 1
+        if held > 0:
+            self.key_in_flight[key_id] = held
 
     def _authenticate(self, request: web.Request) -> str:
         if self.draining:
@@ -189,11 +210,18 @@ class Gateway:
             )
         return key_id
 
-    def _upstream_error(self, exc: LLMRouterError) -> GatewayError:
+    def _upstream_error(self, exc: LLMRouterError, record: AccessRecord) -> GatewayError:
         wait = self.unusable_for()
         err = from_exception(exc, nothing_usable=wait is not None)
         if err.status == 503 and wait is not None:
             err.headers["Retry-After"] = str(max(1, round(wait)))
+        if err.upstream:  # the backends' own words, secrets masked: for the operator only
+            logger.info(
+                "request %s: %d; backends said: %s",
+                record.request_id,
+                err.status,
+                err.upstream[:4000],
+            )
         return err
 
     def _account(self, record: AccessRecord, route: Route, prompt: int | None, out: int) -> None:
@@ -211,90 +239,56 @@ class Gateway:
             if out:
                 self.metrics.tokens.inc((backend, "out"), out)
 
-    async def _read_body(self, request: web.Request) -> tuple[dict[str, Any], int]:
-        limit = self.settings.max_body_bytes
-        too_large = GatewayError(
-            413,
-            f"request body over the limit of {limit} bytes",
-            "invalid_request_error",
-            code="request_too_large",
-            error_class="RequestTooLarge",
-        )
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise GatewayError(
-                400,
-                f"body: malformed JSON: {exc}",
-                "invalid_request_error",
-                param="body",
-                error_class="MalformedJSON",
-            ) from None
-        if not isinstance(body, dict):
-            raise GatewayError(
-                400,
-                "body: expected a JSON object",
-                "invalid_request_error",
-                param="body",
-                error_class="InvalidBody",
-            )
-        return body, len(raw)
-
     # -- handlers -------------------------------------------------------------------------
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         record = self._begin(request)
+        held: str | None = None
         try:
-            return await self._chat(request, record)
+            key_id = record.key_id = self._authenticate(request)
+            self._hold(key_id)
+            held = key_id
+            return await self._chat(request, record, key_id)
         except GatewayError as err:
             return self._error(err, record)
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler, and with it the backend
+            # call), or a shutdown cut a request that outlived the grace period.
+            record.status = 503 if self.draining else 499  # nginx's "client closed request"
+            record.error = "ShutdownCut" if self.draining else "ClientDisconnected"
+            raise
         except Exception:
             logger.exception("request %s failed", record.request_id)
             return self._error(GatewayError(500, "internal error", "server_error"), record)
         finally:
+            if held is not None:
+                self._release(held)
             self._end(record, CHAT)
 
-    async def _chat(self, request: web.Request, record: AccessRecord) -> web.StreamResponse:
-        key_id = record.key_id = self._authenticate(request)
+    async def _chat(
+        self, request: web.Request, record: AccessRecord, key_id: str
+    ) -> web.StreamResponse:
         denial = await self._admit(key_id)
         if denial is not None:
             self.metrics.rate_limited.inc(("requests",))
             raise _rate_limited(denial, key_id)
-        body, size = await self._read_body(request)
-        messages = body.get("messages")
-        stream = body.get("stream", False)
-        if stream is None:
-            stream = False
-        if not isinstance(stream, bool):
-            raise GatewayError(
-                400,
-                f"stream: expected true or false, got {stream!r}",
-                "invalid_request_error",
-                param="stream",
-                error_class="InvalidRequestError",
-            )
-        record.stream = stream
+        body: ChatBody = await read_chat_body(request, self.settings)
+        record.stream = body.stream
         if self.settings.log_content:
-            record.messages = messages
-        reserved, denial = await self._reserve(key_id, estimate_prompt_tokens(size))
+            record.messages = body.messages
+        reserved, denial = await self._reserve(key_id, estimate_prompt_tokens(body.size))
         if denial is not None:
             self.metrics.rate_limited.inc(("tokens",))
             raise _rate_limited(denial, key_id)
-        kwargs = _create_kwargs(body)
         create: Any = self.client.chat.completions.create
-        if stream:
+        messages, kwargs = body.messages, body.kwargs
+        if body.stream:
             return await self._stream(request, record, create, messages, kwargs, reserved)
         try:
             completion: ChatCompletion = await create(messages=messages, **kwargs)
         except LLMRouterError as exc:
             await self._settle(key_id, reserved, 0)
-            raise self._upstream_error(exc) from None
+            raise self._upstream_error(exc, record) from None
         usage = completion.usage
         prompt = usage.prompt_tokens if usage else None
         out = usage.completion_tokens if usage else 0
@@ -324,7 +318,7 @@ class Gateway:
             stream = await create(messages=messages, stream=True, **kwargs)
         except LLMRouterError as exc:
             await self._settle(key_id, reserved, 0)
-            raise self._upstream_error(exc) from None
+            raise self._upstream_error(exc, record) from None
         async with stream:
             held: list[bytes] = []
             try:
@@ -336,7 +330,7 @@ class Gateway:
             except LLMRouterError as exc:
                 await self._settle(key_id, reserved, 0)
                 self._account(record, stream.route, None, 0)
-                raise self._upstream_error(exc) from None
+                raise self._upstream_error(exc, record) from None
             response = web.StreamResponse(
                 status=200, headers={**SSE_HEADERS, "x-request-id": record.request_id}
             )
@@ -353,6 +347,8 @@ class Gateway:
                 self._account(record, stream.route, tally.prompt_tokens, tally.output_tokens)
                 return response
             record.error = await relay(stream, response, tally, self.streams, self.cut)
+            if record.error == "ClientDisconnected":
+                record.status = 499
         out = tally.output_tokens
         await self._settle(key_id, reserved, (tally.prompt_tokens or 0) + out)
         self._account(record, stream.route, tally.prompt_tokens, out)
@@ -367,7 +363,7 @@ class Gateway:
             try:
                 models = await self.client.models.list()
             except LLMRouterError as exc:
-                raise self._upstream_error(exc) from None
+                raise self._upstream_error(exc, record) from None
             record.status = 200
             return web.Response(
                 body=models.model_dump_json(exclude_unset=True).encode(),
