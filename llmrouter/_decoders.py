@@ -1,4 +1,5 @@
 """Incremental stream decoders: ``feed(bytes) -> events``, no I/O, any split of the input.
+(The AWS event-stream decoder is ``llmrouter.backends._eventstream.EventStreamDecoder``.)
 
 :class:`SSEDecoder` follows the rules in ``shared/protocols/openai-chat.md`` section 3: ``data:``
 with or without one space, ``:`` comment lines (keep-alives) ignored, ``event:``/``id:``/
@@ -7,7 +8,7 @@ with or without one space, ``:`` comment lines (keep-alives) ignored, ``event:``
 
 from __future__ import annotations
 
-__all__ = ["SSEDecoder"]
+__all__ = ["NDJSONDecoder", "SSEDecoder"]
 
 
 class SSEDecoder:
@@ -52,3 +53,25 @@ class SSEDecoder:
         """
         data, self._data, self._buffer = self._data, [], b""
         return [b"\n".join(data)] if data else []
+
+
+class NDJSONDecoder:
+    """Turns newline-delimited JSON bytes into complete, non-blank lines (not parsed)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add bytes; return every complete non-blank line they finish, in order."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop()
+        return [line for line in lines if line.strip()]
+
+    def close(self) -> list[bytes]:
+        """End of input: the last line if it lacked its newline (it may be cut short: the
+        caller's parser decides)."""
+        rest, self._buffer = self._buffer.strip(), b""
+        return [rest] if rest else []

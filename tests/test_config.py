@@ -28,7 +28,9 @@ KEY = "sk-test-SECRET-1234567890"
 )
 def test_http_schemes(url: str, base_url: str) -> None:
     spec = parse_backend(url, {})
-    assert spec.kind == ("tgi" if url.startswith("tgi") else "openai_compat")
+    assert spec.kind == (
+        "llmrouter.backends.tgi" if url.startswith("tgi") else "llmrouter.backends.openai_compat"
+    )
     assert spec.base_url == base_url
     assert spec.api_key is None
 
@@ -171,7 +173,7 @@ def test_openai_base_url_is_honoured_like_the_sdk() -> None:
 
 def test_nothing_configured_uses_the_embedded_model() -> None:
     (spec,) = resolve_chain(None, {})[0]
-    assert spec.kind == "llamacpp" and spec.location == "smollm2"
+    assert spec.kind == "llmrouter.backends.llamacpp" and spec.location == "smollm2"
 
 
 def test_nothing_configured_without_llama_cpp_explains_three_ways(

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmrouter._request import build_request
-from llmrouter.backends import _sagemaker_auth, sagemaker
+from llmrouter.backends import sagemaker, sigv4
 from llmrouter.backends._eventstream import encode_message
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
@@ -212,7 +212,7 @@ def test_refresh_failure_is_a_connection_error(monkeypatch: pytest.MonkeyPatch) 
         def get_frozen_credentials(self) -> None:
             raise RuntimeError("IMDS unreachable")
 
-    monkeypatch.setitem(_sagemaker_auth._credentials, None, Expired())
+    monkeypatch.setitem(sigv4._credentials, None, Expired())
     assert not sagemaker.needs_prepare(spec())
     with pytest.raises(BackendConnectionError, match="IMDS unreachable"):
         sagemaker.build_chat(spec(), request(), "ep-1")
@@ -489,7 +489,7 @@ def test_refreshable_credentials_refresh_in_prepare(monkeypatch: pytest.MonkeyPa
 
     soon = datetime.now(timezone.utc) + timedelta(seconds=60)
     creds = RefreshableCredentials(ACCESS_KEY, SECRET_KEY, "old", soon, refresh, "test")
-    monkeypatch.setitem(_sagemaker_auth._credentials, None, creds)
+    monkeypatch.setitem(sigv4._credentials, None, creds)
     assert sagemaker.needs_prepare(spec())  # inside botocore's refresh window
     sagemaker.prepare(spec())
     assert calls == [1] and not sagemaker.needs_prepare(spec())

@@ -22,7 +22,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 def test_scheme_with_plus_local_is_its_own_scheme() -> None:
     spec = parse_backend("vllm+local:///models/llama?tensor_parallel_size=2&enforce_eager=true")
-    assert (spec.kind, spec.scheme, spec.location) == ("vllm_local", "vllm+local", "/models/llama")
+    assert (spec.kind, spec.scheme, spec.location) == ("llmrouter.backends.vllm_engine", "vllm+local", "/models/llama")
     assert vllm_engine.engine_kwargs(spec) == {
         "model": "/models/llama",
         "tensor_parallel_size": 2,
@@ -40,7 +40,7 @@ def test_scheme_with_plus_local_is_its_own_scheme() -> None:
     [
         ("vllm+local://", "expected vllm+local://ORG/MODEL"),
         ("vllm+local:///m?n_ctx=4", "unknown query parameter 'n_ctx'"),
-        ("vllm+local:///m?max_model_len=big", "expected an integer"),
+        ("vllm+local:///m?max_model_len=big", "expected a whole number"),
         ("vllm+local:///m?enforce_eager=maybe", "expected true or false"),
         ("vllm+ftp://x", "expected '+http' or '+https'"),
     ],

@@ -7,21 +7,21 @@ breaker open? which replica first? is there budget?) is a pure function or objec
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
+from llmrouter._async.function_backend import AsyncFunctionBackend
 from llmrouter._async.http_backend import AsyncHTTPBackend
-from llmrouter._async.local_backend import AsyncLocalBackend
 from llmrouter._async.stream import AsyncStream
-from llmrouter._async.vllm_backend import AsyncVLLMBackend
 from llmrouter._concurrency import AsyncSleep, Background, asleep, aspawn
 from llmrouter._hedge import ahedged_chat, ahedged_stream
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import ChatRequest
+from llmrouter.backends import registry
+from llmrouter.backends.interfaces import AsyncEngine
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     AllBackendsFailedError,
@@ -64,17 +64,7 @@ class AsyncChunkSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-AsyncBackend = AsyncHTTPBackend | AsyncLocalBackend | AsyncVLLMBackend
-
-# Wire protocol -> codec module, imported when a backend of that kind is first built.
-_CODECS = {
-    "openai_compat": "llmrouter.backends.openai_compat",
-    "tgi": "llmrouter.backends.tgi",
-    "ollama": "llmrouter.backends.ollama",
-    "anthropic": "llmrouter.backends.anthropic",
-    "azure": "llmrouter.backends.azure",
-    "sagemaker": "llmrouter.backends.sagemaker",
-}
+AsyncBackend = AsyncHTTPBackend | AsyncEngine
 
 # Failures that say something about the backend's health (a 400 or a 404 does not).
 _UNHEALTHY = (
@@ -97,11 +87,18 @@ class HedgeLostError(BackendError):
 
 
 def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBackend:
-    if spec.kind == "llamacpp":
-        return AsyncLocalBackend(spec)
-    if spec.kind == "vllm_local":
-        return AsyncVLLMBackend(spec)
-    return AsyncHTTPBackend(spec, transport, importlib.import_module(_CODECS[spec.kind]))
+    """The driver for one spec: a ready-made object as given, a plain function wrapped, an
+    in-process engine built from its declaration, or a codec over the shared transport."""
+    if spec.instance is not None:
+        if spec.scheme == "function":
+            return AsyncFunctionBackend(spec)
+        backend: AsyncBackend = spec.instance  # type: ignore[assignment]
+        return backend
+    decl = registry.declaration(spec.scheme)
+    if decl.kind == "engine":
+        built: AsyncBackend = registry.async_engine_class(decl)(spec)
+        return built
+    return AsyncHTTPBackend(spec, transport, registry.codec_of(decl))
 
 
 @dataclass(eq=False)

@@ -8,21 +8,21 @@ breaker open? which replica first? is there budget?) is a pure function or objec
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
+from llmrouter._sync.function_backend import FunctionBackend
 from llmrouter._sync.http_backend import HTTPBackend
-from llmrouter._sync.local_backend import LocalBackend
 from llmrouter._sync.stream import Stream
-from llmrouter._sync.vllm_backend import VLLMBackend
 from llmrouter._concurrency import Sleep, Background, sleep, spawn
 from llmrouter._hedge import hedged_chat, hedged_stream
 from llmrouter._http import SyncHTTPTransport
 from llmrouter._request import ChatRequest
+from llmrouter.backends import registry
+from llmrouter.backends.interfaces import Engine
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     AllBackendsFailedError,
@@ -65,17 +65,7 @@ class ChunkSource(Protocol):
     def close(self) -> None: ...
 
 
-Backend = HTTPBackend | LocalBackend | VLLMBackend
-
-# Wire protocol -> codec module, imported when a backend of that kind is first built.
-_CODECS = {
-    "openai_compat": "llmrouter.backends.openai_compat",
-    "tgi": "llmrouter.backends.tgi",
-    "ollama": "llmrouter.backends.ollama",
-    "anthropic": "llmrouter.backends.anthropic",
-    "azure": "llmrouter.backends.azure",
-    "sagemaker": "llmrouter.backends.sagemaker",
-}
+Backend = HTTPBackend | Engine
 
 # Failures that say something about the backend's health (a 400 or a 404 does not).
 _UNHEALTHY = (
@@ -98,11 +88,18 @@ class HedgeLostError(BackendError):
 
 
 def _make_backend(spec: BackendSpec, transport: SyncHTTPTransport) -> Backend:
-    if spec.kind == "llamacpp":
-        return LocalBackend(spec)
-    if spec.kind == "vllm_local":
-        return VLLMBackend(spec)
-    return HTTPBackend(spec, transport, importlib.import_module(_CODECS[spec.kind]))
+    """The driver for one spec: a ready-made object as given, a plain function wrapped, an
+    in-process engine built from its declaration, or a codec over the shared transport."""
+    if spec.instance is not None:
+        if spec.scheme == "function":
+            return FunctionBackend(spec)
+        backend: Backend = spec.instance  # type: ignore[assignment]
+        return backend
+    decl = registry.declaration(spec.scheme)
+    if decl.kind == "engine":
+        built: Backend = registry.engine_class(decl)(spec)
+        return built
+    return HTTPBackend(spec, transport, registry.codec_of(decl))
 
 
 @dataclass(eq=False)

@@ -23,6 +23,7 @@ from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities, openai_compat
 from llmrouter.backends._stream import SSEChunkDecoder
+from llmrouter.backends.declaration import BackendDeclaration
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     InvalidRequestError,
@@ -720,3 +721,14 @@ class ChunkDecoder(SSEChunkDecoder):
         if usage is not None:
             chunk["usage"] = usage
         return ChatCompletionChunk.model_validate(chunk)
+
+
+BACKEND = BackendDeclaration(
+    "anthropic",
+    description="the Anthropic Messages API",
+    default_host="api.anthropic.com",
+    key_env="ANTHROPIC_API_KEY",
+    key_required=True,
+    transport="https",
+    capabilities=CAPABILITIES,
+)

@@ -31,9 +31,10 @@ import pydantic_core
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities, openai_compat
+from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
 from llmrouter.backends.openai_compat import parse_chat
-from llmrouter.config import AZURE_DEFAULT_API_VERSION, BackendSpec
-from llmrouter.errors import ProtocolError, StatusError
+from llmrouter.config import BackendSpec
+from llmrouter.errors import ConfigError, ProtocolError, StatusError
 from llmrouter.types import ChatCompletionChunk, Model, ModelList
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 CAPABILITIES = Capabilities(n=True, logprobs=True)
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 _DEPLOYMENTS = "/openai/deployments/"
 
@@ -159,3 +161,28 @@ class ChunkDecoder(openai_compat.ChunkDecoder):
         if chunk.choices and chunk.choices[0].finish_reason is not None:
             self._finished = True
         return chunk
+
+
+def _azure_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
+    """``azure://RESOURCE.openai.azure.com/DEPLOYMENT``: the path names the deployment."""
+    deployment = url.path.strip("/")
+    if not deployment or "/" in deployment:
+        raise ConfigError(
+            f"backend URL {spec.name!r}: expected azure://RESOURCE.openai.azure.com/DEPLOYMENT"
+        )
+    root = spec.base_url[: len(spec.base_url) - len(url.path.rstrip("/"))]
+    return dataclasses.replace(spec, base_url=f"{root}/openai/deployments/{deployment}")
+
+
+BACKEND = BackendDeclaration(
+    "azure",
+    description="Azure OpenAI",
+    default_path="",
+    key_env="AZURE_OPENAI_API_KEY",
+    key_required=True,
+    transport="https",
+    options=(Option("api_version", default=AZURE_DEFAULT_API_VERSION, help="the API version"),),
+    configure=_azure_configure,
+    capabilities=CAPABILITIES,
+    embeddings=True,
+)

@@ -29,10 +29,12 @@ from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities, openai_compat
+from llmrouter.backends.declaration import BackendDeclaration
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendConnectionError,
     BadRequestError,
+    ConfigError,
     InvalidRequestError,
     NotFoundError,
     ProtocolError,
@@ -662,3 +664,28 @@ class ChunkDecoder:
             raise BackendConnectionError(
                 "stream ended before Ollama's done line", backend=self._spec.name
             )
+
+
+def _ollama_host(env: Mapping[str, str]) -> tuple[str, int | None]:
+    """Ollama's own convention: ``OLLAMA_HOST`` (``host``, ``host:port`` or a URL)."""
+    from urllib.parse import urlsplit
+
+    raw = env.get("OLLAMA_HOST", "").strip() or "127.0.0.1"
+    parts = urlsplit(raw if "://" in raw else "http://" + raw)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"OLLAMA_HOST={raw!r}: expected host, host:port or a URL") from None
+    host = parts.hostname or "127.0.0.1"
+    return ("127.0.0.1" if host == "0.0.0.0" else host), port
+
+
+BACKEND = BackendDeclaration(
+    "ollama",
+    description="Ollama's native API (/api/chat)",
+    default_port=11434,
+    default_path="",
+    default_address=_ollama_host,
+    capabilities=CAPABILITIES,
+    embeddings=True,
+)

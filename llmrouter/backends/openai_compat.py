@@ -17,6 +17,7 @@ from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities
 from llmrouter.backends._stream import SSEChunkDecoder
+from llmrouter.backends.declaration import BackendDeclaration, URLParts
 from llmrouter.config import BackendSpec
 from llmrouter.errors import ProtocolError, StatusError
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
@@ -202,3 +203,61 @@ class ChunkDecoder(SSEChunkDecoder):
         if chunk.choices and chunk.choices[0].finish_reason is not None:
             self._finished = True
         return chunk
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+
+def _openai_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
+    """``openai://``: the organization and project headers the OpenAI SDK reads from the env."""
+    from dataclasses import replace
+
+    from llmrouter.config import openai_headers
+
+    return replace(spec, headers=spec.headers + tuple(openai_headers(env)))
+
+
+BACKENDS = (
+    BackendDeclaration(
+        "http",
+        description="any OpenAI-compatible server",
+        default_path="",
+        capabilities=CAPABILITIES,
+        embeddings=True,
+    ),
+    BackendDeclaration(
+        "https",
+        description="any OpenAI-compatible server, over TLS",
+        default_path="",
+        transport="https",
+        capabilities=CAPABILITIES,
+        embeddings=True,
+    ),
+    BackendDeclaration(
+        "openai",
+        description="the OpenAI API",
+        default_host="api.openai.com",
+        key_env="OPENAI_API_KEY",
+        key_required=True,
+        transport="https",
+        configure=_openai_configure,
+        capabilities=CAPABILITIES,
+        embeddings=True,
+    ),
+    BackendDeclaration(
+        "vllm",
+        description="vLLM's OpenAI-compatible server",
+        default_port=8000,
+        key_env="VLLM_API_KEY",
+        capabilities=CAPABILITIES,
+        embeddings=True,
+    ),
+    BackendDeclaration(
+        "llamacpp",
+        description="llama.cpp's server (llama-server)",
+        default_port=8080,
+        key_env="LLAMA_API_KEY",
+        capabilities=CAPABILITIES,
+        embeddings=True,
+    ),
+)

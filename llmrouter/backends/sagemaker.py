@@ -38,14 +38,15 @@ from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
 from llmrouter.backends import Capabilities, openai_compat
 from llmrouter.backends._eventstream import EventStreamDecoder, EventStreamError, Message
-from llmrouter.backends._sagemaker_auth import (
+from llmrouter.backends._sagemaker_tgi import CHAT_TEMPLATES, render_prompt, tgi_body
+from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
+from llmrouter.backends.sigv4 import (
     needs_prepare,
     prepare,
     reset_credentials,
     session,
     signed,
 )
-from llmrouter.backends._sagemaker_tgi import CHAT_TEMPLATES, render_prompt, tgi_body
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     AuthenticationError,
@@ -703,3 +704,45 @@ class ChunkDecoder:
             raise BackendConnectionError(
                 "stream ended before the container finished its answer", backend=self._spec.name
             )
+
+
+def _sagemaker_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
+    """``sagemaker://ENDPOINT-NAME?region=...``: the host part is the endpoint's name, as
+    written (``hostname`` would lower-case it); the codec resolves region, URL and credentials
+    when it signs (they may come from the environment or AWS config files)."""
+    import dataclasses
+
+    name = url.netloc
+    if url.transport or url.path.strip("/") or not name:
+        raise ConfigError(
+            f"backend URL {spec.name!r}: expected sagemaker://ENDPOINT-NAME?region=REGION"
+        )
+    if len(name) > 63 or not _ENDPOINT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"backend URL {spec.name!r}: the endpoint name takes letters, digits and hyphens "
+            "(at most 63 characters)"
+        )
+    # One model per endpoint (or inference component): its name labels the backend, so no
+    # discovery request is needed; the codec sends only a ?model= given on purpose.
+    model = spec.model or url.query.get("component") or name
+    return dataclasses.replace(spec, location=name, model=model)
+
+
+BACKEND = BackendDeclaration(
+    "sagemaker",
+    description="an AWS SageMaker endpoint (SigV4)",
+    transport="https",
+    location="name",
+    options=(
+        Option("region"),
+        Option("endpoint_url"),
+        Option("component"),
+        Option("variant"),
+        Option("custom_attributes"),
+        Option("dialect", choices=DIALECTS),
+        Option("chat_template", choices=tuple(CHAT_TEMPLATES)),
+        Option("profile"),
+    ),
+    configure=_sagemaker_configure,
+    capabilities=CAPABILITIES,
+)

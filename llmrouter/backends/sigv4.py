@@ -1,4 +1,5 @@
-"""AWS credentials and SigV4 signing for the SageMaker codec (botocore, imported on first use).
+"""AWS credentials and SigV4 signing for AWS codecs (SageMaker, Bedrock, plugins): botocore,
+imported on first use (the ``sagemaker`` or ``bedrock`` extra).
 
 Credentials come from botocore's standard chain, are resolved once per profile and cached
 (botocore refreshes temporary ones itself). Resolution and refresh may do I/O: ``prepare`` is
@@ -21,6 +22,7 @@ __all__ = [
     "reset_credentials",
     "session",
     "signed",
+    "sigv4_headers",
 ]
 
 SIGNING_NAME = "sagemaker"  # sagemaker.md: signing name "sagemaker", not "runtime.sagemaker"
@@ -39,9 +41,7 @@ def _botocore(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise MissingDependencyError(
-            "botocore", "sagemaker", "the sagemaker:// backend (SigV4 signing)"
-        ) from None
+        raise MissingDependencyError("botocore", "sagemaker", "AWS SigV4 signing") from None
 
 
 def session(profile: str | None) -> Any:
@@ -116,14 +116,29 @@ def reset_credentials() -> None:
         _credentials.clear()
 
 
-def signed(
-    spec: BackendSpec, url: str, headers: dict[str, str], body: bytes, region: str
+def sigv4_headers(
+    spec: BackendSpec,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    region: str,
+    service: str,
+    method: str = "POST",
 ) -> dict[str, str]:
     """``headers`` plus ``X-Amz-Date``, ``X-Amz-Security-Token`` (temporary credentials) and
-    ``Authorization``, signed over the method, path, body and every header given."""
+    ``Authorization``, signed for ``service`` over the method, path, body and every header
+    given. Credentials come from botocore's chain (``?profile=`` picks a profile); call
+    :func:`prepare` off the event loop first when :func:`needs_prepare` says so."""
     frozen = _frozen(spec)
     awsrequest = _botocore("botocore.awsrequest")
     auth = _botocore("botocore.auth")
-    request = awsrequest.AWSRequest(method="POST", url=url, data=body, headers=headers)
-    auth.SigV4Auth(frozen, SIGNING_NAME, region).add_auth(request)
+    request = awsrequest.AWSRequest(method=method, url=url, data=body, headers=headers)
+    auth.SigV4Auth(frozen, service, region).add_auth(request)
     return {str(k): str(v) for k, v in request.headers.items()}
+
+
+def signed(
+    spec: BackendSpec, url: str, headers: dict[str, str], body: bytes, region: str
+) -> dict[str, str]:
+    """SageMaker's signature (:data:`SIGNING_NAME`): :func:`sigv4_headers` for it."""
+    return sigv4_headers(spec, url, headers, body, region, SIGNING_NAME)

@@ -25,6 +25,7 @@ import pydantic_core
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities, openai_compat
+from llmrouter.backends.declaration import BackendDeclaration
 from llmrouter.backends.openai_compat import build_health
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
@@ -422,3 +423,12 @@ class ChunkDecoder(openai_compat.ChunkDecoder):
             raise ProtocolError(
                 f"stream event is not a chunk: {detail}", backend=self._spec.name
             ) from None
+
+
+BACKEND = BackendDeclaration(
+    "tgi",
+    description="Text Generation Inference (Messages API, TGI's rules and errors)",
+    default_port=8080,
+    key_env="HF_TOKEN",
+    capabilities=CAPABILITIES,
+)

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from llmrouter._concurrency import GenerationWatch
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
 from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
+from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -694,3 +695,41 @@ def acquire_engine(spec: BackendSpec) -> VLLMEngine:
 def release_engine(engine: VLLMEngine) -> None:
     """Drop one user; the last one shuts the engine down."""
     _registry.release(engine)
+
+
+def _vllm_local_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
+    if not spec.location:
+        raise ConfigError(
+            f"backend URL {spec.name!r}: expected vllm+local://ORG/MODEL (a hub id) "
+            "or vllm+local:///path/to/hf-model-folder"
+        )
+    return spec
+
+
+BACKEND = BackendDeclaration(
+    "vllm+local",
+    description="vLLM in this process",
+    async_engine="llmrouter._async.vllm_backend:AsyncVLLMBackend",
+    sync_engine="llmrouter._sync.vllm_backend:VLLMBackend",
+    location="name",
+    # vLLM engine arguments (AsyncEngineArgs fields of the same names).
+    options=(
+        Option("tensor_parallel_size", "int", minimum=1),
+        Option("pipeline_parallel_size", "int", minimum=1),
+        Option("gpu_memory_utilization", "float", minimum=0),
+        Option("max_model_len", "int", minimum=1),
+        Option("max_num_seqs", "int", minimum=1),
+        Option("dtype"),
+        Option("enforce_eager", "bool"),
+        Option("distributed_executor_backend"),
+        Option("quantization"),
+        Option("seed", "int"),
+        Option("trust_remote_code", "bool"),
+        Option("enable_prefix_caching", "bool"),
+        Option("tokenizer"),
+        Option("revision"),
+        Option("download_dir"),
+    ),
+    configure=_vllm_local_configure,
+    capabilities=CAPABILITIES,
+)

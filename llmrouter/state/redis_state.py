@@ -642,7 +642,7 @@ class AsyncRedisState(_RedisBase):
                 await asyncio.sleep(self.backoff)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                     await sub.aclose()
                 except Exception:  # already broken
                     pass
