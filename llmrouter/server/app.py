@@ -25,7 +25,7 @@ from llmrouter.errors import ConfigError
 from llmrouter.events import Event
 from llmrouter.server.auth import KeyStore
 from llmrouter.server.connections import GatewayRunner, connection_middleware
-from llmrouter.server.metrics import GatewayMetrics
+from llmrouter.server.metrics import METRICS, GatewayMetrics
 from llmrouter.server.routes import Gateway
 from llmrouter.server.settings import SETTINGS, GatewaySettings, check_settings
 from llmrouter.state import MemoryState, aopen_state
@@ -71,6 +71,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app.router.add_post("/v1/chat/completions", gateway.chat_completions)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/health", gateway.health)

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from llmrouter.server.metrics import METRICS
 from llmrouter.server.responses import error_body
 from llmrouter.server.settings import SETTINGS
 
@@ -66,6 +67,10 @@ class ConnectionGuard:
         self.open = 0
         self.refused = 0
         self.timed_out = 0
+
+    def counts(self) -> dict[str, int]:
+        """For the metrics: ``open``, ``header_timeout``, ``over_capacity``."""
+        return {"open": self.open, "header_timeout": self.timed_out, "over_capacity": self.refused}
 
 
 class GatewayProtocol(RequestHandler):
@@ -223,6 +228,8 @@ class GatewayRunner(web.AppRunner):
         )
         self.guard = ConnectionGuard(settings.max_connections)
         self._header_timeout = settings.header_timeout_s
+        if METRICS in app:
+            app[METRICS].connection_counts = self.guard.counts
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()

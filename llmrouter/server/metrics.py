@@ -3,8 +3,9 @@
 Fed from two places: the client's ``on_event`` hook (attempts, failures by error class,
 retries, failovers, breaker changes, per backend) and each finished request (status, latency,
 time to first token, tokens in and out from ``.usage``, the serving backend from ``.route``).
-Breaker states are read when scraped. Label values are backend display names (URLs with
-secrets removed), statuses and error class names: never a key, never content.
+Breaker states, open connections and the event loop's task count are read when scraped.
+Label values are backend display names (URLs with secrets removed), statuses and error class
+names: never a key, never content.
 
 Format: https://prometheus.io/docs/instrumenting/exposition_formats/ (version 0.0.4).
 """
@@ -12,13 +13,17 @@ Format: https://prometheus.io/docs/instrumenting/exposition_formats/ (version 0.
 from __future__ import annotations
 
 import abc
+import asyncio
 import bisect
+import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from aiohttp import web
 
 from llmrouter.events import Event
 
-__all__ = ["CONTENT_TYPE", "Counter", "GatewayMetrics", "Gauge", "Histogram"]
+__all__ = ["CONTENT_TYPE", "METRICS", "Counter", "GatewayMetrics", "Gauge", "Histogram"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -135,6 +140,8 @@ class GatewayMetrics:
 
     def __init__(self, breaker_states: Callable[[], list[tuple[str, str]]] | None = None) -> None:
         self.breaker_states = breaker_states
+        # Set by GatewayRunner: open connections and those cut, read at scrape time.
+        self.connection_counts: Callable[[], Mapping[str, int]] | None = None
         p = "llmrouter_gateway_"
         self.requests = Counter(p + "requests_total", "HTTP requests answered.", ("path", "status"))
         self.errors = Counter(
@@ -146,6 +153,15 @@ class GatewayMetrics:
             p + "rate_limited_total", "Requests refused by a per-key limit.", ("limit",)
         )
         self.in_flight = Gauge(p + "in_flight_requests", "Requests being served.")
+        self.connections = Gauge(p + "open_connections", "Client connections open now.")
+        self.connections_cut = Counter(
+            p + "connections_cut_total",
+            "Connections the gateway cut: header_timeout, over_capacity.",
+            ("reason",),
+        )
+        self.tasks = Gauge(
+            p + "event_loop_tasks", "asyncio tasks alive in the gateway (a leak shows as growth)."
+        )
         self.latency = Histogram(
             p + "request_duration_seconds", "Time to answer a request (whole stream).", ("path",)
         )
@@ -187,6 +203,9 @@ class GatewayMetrics:
             self.errors,
             self.rate_limited,
             self.in_flight,
+            self.connections,
+            self.connections_cut,
+            self.tasks,
             self.latency,
             self.ttft,
             self.tokens,
@@ -223,8 +242,18 @@ class GatewayMetrics:
         if self.breaker_states is not None:
             for backend, state in self.breaker_states():
                 self.breaker.set((backend,), BREAKER_VALUES.get(state, 0))
+        if self.connection_counts is not None:
+            counts = self.connection_counts()
+            self.connections.set((), counts["open"])
+            for reason in ("header_timeout", "over_capacity"):
+                self.connections_cut.values[(reason,)] = counts[reason]
+        with contextlib.suppress(RuntimeError):  # RuntimeError: rendered outside a loop (tests)
+            self.tasks.set((), len(asyncio.all_tasks()))
         out: list[str] = []
         for metric in self._all:
             out.extend(metric.header())
             out.extend(metric.lines())
         return "\n".join(out) + "\n"
+
+
+METRICS = web.AppKey("metrics", GatewayMetrics)
