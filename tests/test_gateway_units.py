@@ -1,8 +1,10 @@
-"""The gateway's pure parts: token buckets, keys, the Prometheus text, error mapping; and the
-``llmrouter serve`` command run as a subprocess."""
+"""The gateway's pure parts: token buckets, keys, the Prometheus text, error mapping, body
+checks, upstream text made safe, the server's import graph; and the ``llmrouter serve``
+command run as a subprocess."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -26,9 +28,12 @@ from llmrouter.errors import (
 )
 from llmrouter.events import Event
 from llmrouter.route import Attempt
-from llmrouter.server import KeyStore, RateLimiter, TokenBucket, check_bind
+from llmrouter.server import GatewaySettings, KeyStore, RateLimiter, TokenBucket, check_bind
+from llmrouter.server.intake import estimate_prompt, nesting_depth
 from llmrouter.server.metrics import GatewayMetrics, Histogram
 from llmrouter.server.responses import from_exception, stream_error_event
+from llmrouter.server.settings import check_settings
+from llmrouter.server.upstream import safe_message, scrub_secrets
 
 
 class FakeClock:
@@ -217,6 +222,78 @@ def test_stream_error_event_shape() -> None:
     assert event.startswith(b"data: ") and event.endswith(b"\n\n")
     error = json.loads(event[6:])["error"]
     assert error["type"] == "stream_interrupted" and "cut after" in error["message"]
+
+
+def test_upstream_text_is_relayed_safely() -> None:
+    trace = 'Traceback (most recent call last):\n  File "/srv/x.py", line 3, in f\nValueError: x'
+    assert safe_message(trace) == ""
+    assert safe_message("bad schema in /usr/lib/python3/site-packages/llama_cpp/g.py\nmore") == (
+        "bad schema in <path>"
+    )
+    assert safe_message("max_tokens must be <= 2048") == "max_tokens must be <= 2048"
+    assert len(safe_message("x" * 1000)) == 200
+    masked = scrub_secrets('Bearer abcdef123456 "api_key": "zzzz9999" sk-proj-0123456789abcdef')
+    assert "abcdef123456" not in masked and "zzzz9999" not in masked and "0123456789" not in masked
+    bad = ServerError(trace, status_code=500, backend="http://b/v1")
+    err = from_exception(AllBackendsFailedError([Attempt("http://b/v1", bad)]))
+    assert "Traceback" not in err.message and "ServerError" in err.message
+    assert err.attempts is not None and "x.py" not in json.dumps(err.attempts)
+    assert err.upstream is not None and "x.py" in err.upstream
+    assert b"upstream_message" not in err.body() and b"x.py" in err.body(debug=True)
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def test_nesting_depth_counts_on_the_raw_bytes() -> None:
+    assert nesting_depth(b'{"a": [1, {"b": []}], "c": "[[[[["}', 10) == 4
+    assert nesting_depth(b"[]", 10) == 1 and nesting_depth(b"7", 10) == 0
+    assert nesting_depth(b"[" * 100_000 + b"]" * 100_000, 64) == 65  # stops past the limit
+    assert nesting_depth(b'["\\", ""]]]"]', 10) == 1  # escapes inside strings
+
+
+def test_prompt_estimate() -> None:
+    messages = [{"role": "user", "content": "x" * 400}, {"role": "user", "content": [
+        {"type": "text", "text": "y" * 40}, {"type": "image_url", "image_url": {"url": "z" * 999}}
+    ]}]  # fmt: skip
+    assert estimate_prompt(messages, None) == 110 + 8
+
+
+def test_settings_are_checked() -> None:
+    check_settings(GatewaySettings())
+    for field in ("header_timeout_s", "max_connections", "max_messages", "max_json_depth"):
+        with pytest.raises(ConfigError):
+            check_settings(GatewaySettings(**{field: 0}))
+
+
+def test_server_modules_import_no_circle() -> None:
+    """The server's modules import one another as a tree (type-checking and function-local
+    imports included): ``settings`` sits below ``app`` and ``routes`` (issue 12, item 5)."""
+    folder = Path(__file__).resolve().parent.parent / "llmrouter" / "server"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[path.stem] = {
+            m.rsplit(".", 1)[1] for m in found if m.startswith("llmrouter.server.")
+        } - {path.stem}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " -> ".join((*path, module))
+        if module in done:
+            return
+        for child in graph.get(module, ()):
+            visit(child, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        if module != "__init__":
+            visit(module, ())
 
 
 # -- the command ----------------------------------------------------------------------------
