@@ -10,9 +10,9 @@ first use of a name, and each backend loads when a URL names it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from llmrouter._lazy import lazy_attributes
 from llmrouter.errors import (
     AllBackendsFailedError,
     AuthenticationError,
@@ -93,13 +93,7 @@ if TYPE_CHECKING:
     from llmrouter.types import ChatCompletion, ChatCompletionChunk
 
 
-def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llmrouter' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("llmrouter", globals(), _LOCATIONS)
 
 
 def __dir__() -> list[str]:

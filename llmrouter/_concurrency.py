@@ -31,6 +31,7 @@ from llmrouter.errors import BackendTimeoutError
 if TYPE_CHECKING:
     import asyncio
 
+    from llmrouter.backends.spec import BackendSpec
     from llmrouter.policy import Deadline
 
 __all__ = [
@@ -125,6 +126,12 @@ class GenerationWatch:
         #: Tokens accepted so far.
         self.tokens = 0
         self._limit = deadline.child(ttft)
+
+    @classmethod
+    def for_backend(cls, deadline: Deadline, spec: BackendSpec) -> GenerationWatch:
+        """The watch of one attempt on a backend: its ``ttft_timeout`` and ``read_timeout``."""
+        timeouts = spec.timeouts
+        return cls(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=spec.name)
 
     def remaining(self) -> float | None:
         """Seconds the engine may take for the next token (``None``: no limit)."""

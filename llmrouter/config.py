@@ -91,9 +91,9 @@ def _split_scheme(url: str) -> tuple[BackendDeclaration, str | None]:
         )
     raw = url.split("://", 1)[0].lower()
     base, _, transport = raw.partition("+")
-    if transport and not registry.is_known(raw) and registry.is_known(base):
-        if transport not in ("http", "https"):
-            raise ConfigError(f"scheme {raw!r}: expected '+http' or '+https' after '{base}'")
+    known_base = not registry.is_known(raw) and registry.is_known(base)
+    if transport and known_base and transport not in ("http", "https"):
+        raise ConfigError(f"scheme {raw!r}: expected '+http' or '+https' after '{base}'")
     if registry.is_known(raw) or transport not in ("http", "https"):
         # A scheme whose name holds a "+" (vllm+local), or an unknown one (the lookup says so).
         return registry.declaration(raw), None
@@ -211,6 +211,8 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         options=tuple(sorted(options.items())),
     )
     if decl.location == "name":
+        if not netloc + parts.path and decl.location_hint:
+            raise ConfigError(f"backend URL {display!r}: expected {decl.location_hint}")
         spec = dataclasses.replace(spec, location=netloc + parts.path)
     else:
         spec = dataclasses.replace(spec, base_url=_base_url(decl, url_parts, display, env))

@@ -49,14 +49,11 @@ class AsyncLocalBackend:
             return self._engine
         return await athread_call(self._load)
 
-    def _watch(self, deadline: Deadline) -> GenerationWatch:
-        timeouts = self.spec.timeouts
-        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
-
     async def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = await self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
+        # After loading: the first token is the engine's latency.
+        watch = GenerationWatch.for_backend(deadline, self.spec)
         # Set when this call is abandoned (a cancelled task): the engine stops at its next token.
         cancel = threading.Event()
         try:
@@ -70,7 +67,8 @@ class AsyncLocalBackend:
     ) -> AsyncThreadIterator[ChatCompletionChunk]:
         engine = await self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
+        # After loading: the first token is the engine's latency.
+        watch = GenerationWatch.for_backend(deadline, self.spec)
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
             for data in engine.stream(kwargs, cancel, self.name, watch):

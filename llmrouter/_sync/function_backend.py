@@ -30,12 +30,8 @@ class FunctionBackend:
         self.name = spec.name
         self.max_context: int | None = spec.max_context
 
-    def _watch(self, deadline: Deadline) -> GenerationWatch:
-        timeouts = self.spec.timeouts
-        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
-
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
-        watch, cancel = self._watch(deadline), threading.Event()
+        watch, cancel = GenerationWatch.for_backend(deadline, self.spec), threading.Event()
 
         def run() -> ChatCompletion:
             parts = function.pieces(self.spec, request, watch, cancel)
@@ -49,7 +45,7 @@ class FunctionBackend:
     def chat_stream(
         self, request: ChatRequest, deadline: Deadline
     ) -> ThreadIterator[ChatCompletionChunk]:
-        watch = self._watch(deadline)
+        watch = GenerationWatch.for_backend(deadline, self.spec)
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
             parts = function.pieces(self.spec, request, watch, cancel)

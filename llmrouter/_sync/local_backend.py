@@ -50,14 +50,11 @@ class LocalBackend:
             return self._engine
         return thread_call(self._load)
 
-    def _watch(self, deadline: Deadline) -> GenerationWatch:
-        timeouts = self.spec.timeouts
-        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
-
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
+        # After loading: the first token is the engine's latency.
+        watch = GenerationWatch.for_backend(deadline, self.spec)
         # Set when this call is abandoned (a cancelled task): the engine stops at its next token.
         cancel = threading.Event()
         try:
@@ -71,7 +68,8 @@ class LocalBackend:
     ) -> ThreadIterator[ChatCompletionChunk]:
         engine = self._get_engine()
         kwargs = llamacpp.build_kwargs(request, self.spec.model or engine.model_name)
-        watch = self._watch(deadline)  # after loading: the first token is the engine's latency
+        # After loading: the first token is the engine's latency.
+        watch = GenerationWatch.for_backend(deadline, self.spec)
 
         def generate(cancel: threading.Event) -> Iterator[ChatCompletionChunk]:
             for data in engine.stream(kwargs, cancel, self.name, watch):

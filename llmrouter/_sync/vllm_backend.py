@@ -54,14 +54,11 @@ class VLLMBackend:
         model = self.spec.model or request.model or engine.model_name
         return vllm_engine.build_plan(request, model, engine.max_model_len)
 
-    def _watch(self, deadline: Deadline) -> GenerationWatch:
-        timeouts = self.spec.timeouts
-        return GenerationWatch(deadline, ttft=timeouts.ttft, read=timeouts.read, backend=self.name)
-
     def chat(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         engine = self._get_engine()
         plan = self._plan(engine, request)
-        watch = self._watch(deadline)  # after starting: the first token is the engine's latency
+        # After starting: the first token is the engine's latency.
+        watch = GenerationWatch.for_backend(deadline, self.spec)
         return loop_call(engine.loop, lambda: engine.complete(plan, self.name, watch))
 
     def chat_stream(
@@ -69,7 +66,7 @@ class VLLMBackend:
     ) -> LoopIterator[ChatCompletionChunk]:
         engine = self._get_engine()
         plan = self._plan(engine, request)
-        watch = self._watch(deadline)
+        watch = GenerationWatch.for_backend(deadline, self.spec)
         return loop_iter(engine.loop, lambda: engine.stream(plan, self.name, watch))
 
     def list_models(self, deadline: Deadline) -> ModelList:

@@ -20,9 +20,9 @@ Stable names (see the promise in ``docs/plugins.md``):
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from llmrouter._lazy import lazy_attributes
 from llmrouter.backends.declaration import BackendDeclaration, Capabilities, Option, URLParts
 from llmrouter.backends.registry import register_backend, unregister_backend
 from llmrouter.backends.spec import BackendSpec, Secret, Timeouts
@@ -83,13 +83,7 @@ if TYPE_CHECKING:
     from llmrouter.policy import Deadline
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llmrouter.backends' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("llmrouter.backends", globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

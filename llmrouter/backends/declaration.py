@@ -167,6 +167,7 @@ class BackendDeclaration:
     default_path: str = "/v1"
     transport: Literal["http", "https"] = "http"
     location: Literal["host", "name"] = "host"
+    location_hint: str = ""
     key_env: tuple[str, ...] | str = ()
     key_required: bool = False
     options: tuple[Option, ...] = ()

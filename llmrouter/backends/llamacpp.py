@@ -26,7 +26,7 @@ import fnmatch
 import importlib.util
 import os
 import threading
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from llmrouter._concurrency import GenerationWatch
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
 from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
-from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
+from llmrouter.backends.declaration import BackendDeclaration, Option
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -398,21 +398,13 @@ def model_list(engine: LlamaEngine) -> ModelList:
     )
 
 
-def _local_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
-    if not spec.location:
-        raise ConfigError(
-            f"backend URL {spec.name!r}: expected local://NAME, local:///path/model.gguf "
-            "or local://org/repo?file=NAME.gguf"
-        )
-    return spec
-
-
 BACKEND = BackendDeclaration(
     "local",
     description="llama.cpp in this process (the embedded default)",
     async_engine="llmrouter._async.local_backend:AsyncLocalBackend",
     sync_engine="llmrouter._sync.local_backend:LocalBackend",
     location="name",
+    location_hint="local://NAME, local:///path/model.gguf or local://org/repo?file=NAME.gguf",
     options=(
         Option("n_ctx", "int", minimum=1, help="context window, in tokens"),
         Option("n_threads", "int", minimum=1, help="CPU threads"),
@@ -421,6 +413,5 @@ BACKEND = BackendDeclaration(
         Option("chat_format", help="llama-cpp-python chat format, when the GGUF has none"),
         Option("file", help="the GGUF file in a hub repository (a glob)"),
     ),
-    configure=_local_configure,
     capabilities=CAPABILITIES,
 )

@@ -25,6 +25,7 @@ from typing import Any
 
 import pydantic_core
 
+from llmrouter._decoders import NDJSONDecoder
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
 from llmrouter._status import error_from_status
@@ -579,11 +580,11 @@ class ChunkDecoder:
     error; a body that ends before the ``done`` line raises :class:`BackendConnectionError`.
     """
 
-    __slots__ = ("_buffer", "_created", "_done", "_id", "_role_sent", "_spec", "_tools")
+    __slots__ = ("_created", "_done", "_id", "_lines", "_role_sent", "_spec", "_tools")
 
     def __init__(self, spec: BackendSpec) -> None:
         self._spec = spec
-        self._buffer = b""
+        self._lines = NDJSONDecoder()
         self._done = False
         self._role_sent = False
         self._tools = 0  # tool calls seen so far: the next one's index
@@ -602,21 +603,18 @@ class ChunkDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Split more body bytes into complete lines (not parsed yet)."""
-        buffer = self._buffer + data if self._buffer else data
-        lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
-        return [line for line in lines if line.strip()]
+        return self._lines.feed(data)
 
     def close(self) -> list[bytes]:
         """The body ended: a last line lacking its newline, if it is a whole JSON value."""
-        rest, self._buffer = self._buffer.strip(), b""
+        rest = self._lines.close()
         if not rest:
             return []
         try:
-            pydantic_core.from_json(rest)
+            pydantic_core.from_json(rest[0])
         except ValueError:
             return []  # cut mid-line: check_end reports the short answer
-        return [rest]
+        return rest
 
     def parse(self, event: bytes) -> ChatCompletionChunk | None:
         """One line as a chunk; ``None`` for a line that adds nothing (or one after ``done``)."""

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from llmrouter._concurrency import GenerationWatch
 from llmrouter._request import ChatRequest
 from llmrouter.backends import Capabilities
 from llmrouter.backends._engines import IGNORED_IN_PROCESS, EngineRegistry
-from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
+from llmrouter.backends.declaration import BackendDeclaration, Option
 from llmrouter.config import BackendSpec
 from llmrouter.errors import (
     BackendError,
@@ -697,21 +697,13 @@ def release_engine(engine: VLLMEngine) -> None:
     _registry.release(engine)
 
 
-def _vllm_local_configure(spec: BackendSpec, url: URLParts, env: Mapping[str, str]) -> BackendSpec:
-    if not spec.location:
-        raise ConfigError(
-            f"backend URL {spec.name!r}: expected vllm+local://ORG/MODEL (a hub id) "
-            "or vllm+local:///path/to/hf-model-folder"
-        )
-    return spec
-
-
 BACKEND = BackendDeclaration(
     "vllm+local",
     description="vLLM in this process",
     async_engine="llmrouter._async.vllm_backend:AsyncVLLMBackend",
     sync_engine="llmrouter._sync.vllm_backend:VLLMBackend",
     location="name",
+    location_hint="vllm+local://ORG/MODEL (a hub id) or vllm+local:///path/to/hf-model-folder",
     # vLLM engine arguments (AsyncEngineArgs fields of the same names).
     options=(
         Option("tensor_parallel_size", "int", minimum=1),
@@ -730,6 +722,5 @@ BACKEND = BackendDeclaration(
         Option("revision"),
         Option("download_dir"),
     ),
-    configure=_vllm_local_configure,
     capabilities=CAPABILITIES,
 )
