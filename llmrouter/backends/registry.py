@@ -57,6 +57,7 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "anthropic": "llmrouter.backends.anthropic",
     "azure": "llmrouter.backends.azure",
     "sagemaker": "llmrouter.backends.sagemaker",
+    "bedrock": "llmrouter.backends.bedrock",
     "local": "llmrouter.backends.llamacpp",
     "vllm+local": "llmrouter.backends.vllm_engine",
 }

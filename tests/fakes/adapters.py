@@ -23,11 +23,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from tests.fakes import anthropic_fake, ollama_fake, openai_fake, sagemaker_fake, tgi_fake
+from tests.fakes import (
+    anthropic_fake,
+    bedrock_fake,
+    ollama_fake,
+    openai_fake,
+    sagemaker_fake,
+    tgi_fake,
+)
 from tests.fakes.adapter_base import Adapter
 from tests.fakes.openai_fake import Completion, Error, OpenAIFake, Recorded, Stream
 
-NAMES = ["openai", "azure", "tgi", "ollama", "anthropic", "sagemaker"]
+NAMES = ["openai", "azure", "tgi", "ollama", "anthropic", "sagemaker", "bedrock"]
 
 # The error kinds every adapter can script, and the status each one stands for.
 ERROR_KINDS = ["400", "422", "401", "404", "429", "5xx"]
@@ -471,6 +478,103 @@ class SageMakerAdapter(Adapter):
 
 
 # ---------------------------------------------------------------------------------------------
+# Bedrock (Converse / ConverseStream: SigV4 checked by botocore, event-stream framing)
+
+
+class BedrockAdapter(Adapter):
+    """``bedrock://`` against :class:`tests.fakes.bedrock_fake.BedrockFake` (self-contained)."""
+
+    name = "bedrock"
+    module = "bedrock"
+    env: ClassVar[dict[str, str]] = {
+        "AWS_ACCESS_KEY_ID": bedrock_fake.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": bedrock_fake.SECRET_KEY,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent/llmrouter-conformance/config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/llmrouter-conformance/credentials",
+    }
+    unset_env = (
+        "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+        "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+    )  # fmt: skip
+    wrong_key_env: ClassVar[dict[str, str] | None] = {"AWS_SECRET_ACCESS_KEY": "wrong/secret/00"}
+
+    def reset(self) -> None:
+        from llmrouter.backends import bedrock
+
+        bedrock.reset_credentials()
+
+    def url_at(self, port: int, model: str = bedrock_fake.MODEL) -> str:
+        region = bedrock_fake.REGION
+        return f"bedrock://{model}?region={region}&endpoint=http://127.0.0.1:{port}"
+
+    @property
+    def missing_model_url(self) -> str | None:
+        return self.url_at(self.fake.port, "no.such-model-v1:0")
+
+    def chat_requests(self) -> list[Recorded]:
+        return list(self.fake.converse_requests)
+
+    def system_of(self, body: dict[str, Any]) -> str | None:
+        system = body.get("system")
+        return " ".join(b["text"] for b in system) if system else None
+
+    def turns_of(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        turns = []
+        for message in body["messages"]:
+            texts = []
+            for block in message["content"]:
+                if "text" in block:
+                    texts.append(block["text"])
+                elif "toolResult" in block:
+                    texts += [c["text"] for c in block["toolResult"]["content"] if "text" in c]
+            turns.append((message["role"], " ".join(texts)))
+        return turns
+
+    def errors(self) -> dict[str, Any]:
+        aws = bedrock_fake.AwsError
+        return {
+            "400": aws(400, "ValidationException", "Malformed input request: temperature"),
+            "422": aws(422, "ValidationException", "unprocessable"),  # from a proxy: not Bedrock's
+            "401": aws(403, "UnrecognizedClientException", "The security token is invalid."),
+            "404": aws(404, "ResourceNotFoundException", "Model not found for this account."),
+            "429": aws(429, "ThrottlingException", "Too many requests", {}, {"Retry-After": "7"}),
+            "5xx": aws(503, "ServiceUnavailableException", "Service unavailable, retry later."),
+        }
+
+    def script_error(self, kind: str) -> int:
+        status = super().script_error(kind)
+        return {401: 403}.get(status, status)  # AWS answers 403 to a bad signature
+
+    def script_tool_call(self, name: str, arguments: dict[str, Any], *, stream: bool) -> None:
+        use = {"toolUseId": "tooluse_abc123", "name": name, "input": arguments}
+        self.script(bedrock_fake.Reply(content=[{"toolUse": use}], stop_reason="tool_use"))
+
+    def script_mid_stream_error(self) -> str:
+        failure = ("modelStreamErrorException", "The model stream broke")
+        self.script(bedrock_fake.text_reply("Hel", "lo", failure=failure))
+        return "Hello"
+
+    def script_malformed(self, *, stream: bool, after_content: bool) -> str:
+        if not stream:
+            self.script(Error(200, GARBAGE, content_type="application/json"))
+            return ""
+        bad = _bad_crc(bedrock_fake.event("contentBlockDelta", {"contentBlockIndex": 0}))
+        if not after_content:
+            self.script(bedrock_fake.Reply(content=[], garbage=bad))
+            return ""
+        self.script(bedrock_fake.text_reply("Hel", "lo", garbage=bad))
+        return "Hello"
+
+    def script_cut_after_content(self) -> str:
+        self.script(bedrock_fake.text_reply("Hel", "lo", cut=True))
+        return "Hello"
+
+
+# ---------------------------------------------------------------------------------------------
 
 # The last user message of the suite's prompts (the Ollama fake echoes it).
 LAST_USER_TEXT = "Say hello to the conformance suite"
@@ -484,6 +588,7 @@ _ADAPTERS: dict[str, type[Adapter]] = {
         OllamaAdapter,
         AnthropicAdapter,
         SageMakerAdapter,
+        BedrockAdapter,
     )
 }
 
@@ -501,6 +606,8 @@ def _fake(name: str) -> Any:
         return anthropic_fake.AnthropicFake()
     if name == "sagemaker":
         return ContainerSageMakerFake()
+    if name == "bedrock":
+        return bedrock_fake.BedrockFake()
     raise KeyError(name)
 
 
