@@ -67,6 +67,7 @@ __all__ = [
     "Timeouts",
     "__version__",
     "parse_chain",
+    "register_backend",
 ]
 
 _LOCATIONS = {
@@ -81,6 +82,7 @@ _LOCATIONS = {
     "BackendSpec": "llmrouter.config",
     "Timeouts": "llmrouter.config",
     "parse_chain": "llmrouter.config",
+    "register_backend": "llmrouter.backends.registry",
 }
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from llmrouter._async.stream import AsyncStream
     from llmrouter._sync.client import Client
     from llmrouter._sync.stream import Stream
+    from llmrouter.backends.registry import register_backend
     from llmrouter.config import BackendSpec, Timeouts, parse_chain
     from llmrouter.route import Attempt, Route
     from llmrouter.types import ChatCompletion, ChatCompletionChunk
