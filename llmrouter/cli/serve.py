@@ -23,8 +23,35 @@ def add_parser(
         "--keys-file",
         help="API keys, one per line ('key' or 'key_id:key'); adds to LLMROUTER_API_KEYS",
     )
-    serve.add_argument("--rpm", type=int, help="requests per minute per key (default: no limit)")
-    serve.add_argument("--tpm", type=int, help="tokens per minute per key (default: no limit)")
+    serve.add_argument(
+        "--workers",
+        default="1",
+        help="gateway processes on the port, or 'auto' for the CPUs this process may use "
+        "(affinity and cgroup quota). Default 1: without --state each worker keeps its own "
+        "breakers and 1/N of the per-key limits, so more workers is a choice to make",
+    )
+    serve.add_argument(
+        "--state",
+        help="shared state for breakers and per-key limits across workers and replicas "
+        "(redis://host:6379/0; default: LLMROUTER_STATE, else per process)",
+    )
+    serve.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop when installed (llmrouter[server]), else asyncio (auto)",
+    )
+    serve.add_argument(
+        "--rpm",
+        type=int,
+        help="requests per minute per key (default: no limit); with --workers N and no "
+        "--state, each worker allows rpm/N",
+    )
+    serve.add_argument(
+        "--tpm",
+        type=int,
+        help="tokens per minute per key (default: no limit); divided by N as --rpm is",
+    )
     serve.add_argument(
         "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body (4 MiB)"
     )
@@ -88,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from llmrouter.server import GatewaySettings, KeyStore, serve
+    from llmrouter.server.workers import resolve_workers
 
     if not args.no_access_log:
         access = logging.getLogger("llmrouter.access")
@@ -118,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         log_content=args.log_content,
         debug=args.debug,
         client_options=options,
+        state=args.state,
     )
-    serve(settings, args.host, args.port)
-    return 0
+    return serve(
+        settings, args.host, args.port, workers=resolve_workers(args.workers), loop=args.loop
+    )

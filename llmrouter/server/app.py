@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from llmrouter.server.routes import Gateway
 from llmrouter.server.settings import SETTINGS, GatewaySettings, check_settings
 from llmrouter.state import MemoryState, aopen_state
 
-__all__ = ["GATEWAY", "check_bind", "create_app", "run", "serve"]
+__all__ = ["GATEWAY", "check_bind", "create_app", "install_loop", "run", "serve"]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
@@ -118,8 +119,13 @@ async def run(
     *,
     announce: Callable[[str], None],
     stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully.
+
+    ``sock``: an already listening socket to accept on instead of binding ``host:port`` (a
+    worker of ``--workers N`` gets its supervisor's).
+    """
     check_bind(host, settings.keys)
     app = create_app(settings)
     # The grace period is spent in the app's on_shutdown; aiohttp's own timeout only covers
@@ -127,14 +133,16 @@ async def run(
     runner = GatewayRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site: web.BaseSite = (
+            web.TCPSite(runner, host, port) if sock is None else web.SockSite(runner, sock)
+        )
         await site.start()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        bound = runner.addresses[0]
+        bound = sock.getsockname() if sock is not None else runner.addresses[0]
         gateway = app[GATEWAY]
         names = ", ".join(spec.name for spec in gateway.client.backends)
         auth = (
@@ -153,13 +161,71 @@ async def run(
         await runner.cleanup()
 
 
-def serve(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the gateway in this process until SIGINT/SIGTERM (``llmrouter serve``)."""
+def install_loop(choice: str = "auto") -> str:
+    """Choose the event loop: ``uvloop`` when installed (``llmrouter[server]``) unless
+    ``choice`` is ``"asyncio"``; ``"uvloop"`` requires it.
 
-    def announce(line: str) -> None:
-        print(line, flush=True)
+    Returns:
+        the loop in use: ``"uvloop"`` or ``"asyncio"``.
 
-    check_bind(host, settings.keys)
+    Raises:
+        MissingDependencyError: ``choice`` is ``"uvloop"`` and it is not installed.
+    """
+    if choice == "asyncio":
+        asyncio.set_event_loop_policy(None)
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            from llmrouter.errors import MissingDependencyError
+
+            raise MissingDependencyError("uvloop", "server", "--loop uvloop") from None
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _serve_socket(settings: GatewaySettings, sock: socket.socket, host: str, loop: str) -> None:
+    """One worker of ``--workers N``: serve on the supervisor's listening socket."""
+    install_loop(loop)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings, host, port, announce=announce))
+        asyncio.run(run(settings, host, 0, announce=lambda _line: None, sock=sock))
+
+
+def serve(
+    settings: GatewaySettings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    workers: int = 1,
+    loop: str = "auto",
+) -> int:
+    """Run the gateway until SIGINT/SIGTERM (``llmrouter serve``).
+
+    Args:
+        workers: processes serving the port; more than 1 runs a
+            :class:`~llmrouter.server.workers.Supervisor` (POSIX only).
+        loop: ``"auto"`` (uvloop when installed), ``"uvloop"`` or ``"asyncio"``.
+
+    Returns:
+        the exit status: 0 after a shutdown, 1 when workers kept dying.
+    """
+    check_bind(host, settings.keys)
+    check_settings(settings)
+    if workers > 1:
+        from llmrouter.server.workers import Supervisor
+
+        supervisor = Supervisor(
+            settings, host, port, workers, _serve_socket, loop=loop, announce=_print
+        )
+        return supervisor.run()
+    install_loop(loop)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings, host, port, announce=_print))
     sys.stdout.flush()
+    return 0
