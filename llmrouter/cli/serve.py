@@ -107,6 +107,12 @@ def add_parser(
         "--log-content", action="store_true", help="put messages and answers in the access log"
     )
     serve.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="parse and re-encode every streamed chunk instead of relaying an OpenAI SSE "
+        "backend's bytes after the first content",
+    )
+    serve.add_argument(
         "--no-access-log", action="store_true", help="do not write access log lines to stderr"
     )
 
@@ -147,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         debug=args.debug,
         client_options=options,
         state=args.state,
+        passthrough=not args.no_passthrough,
     )
     return serve(
         settings, args.host, args.port, workers=resolve_workers(args.workers), loop=args.loop

@@ -22,6 +22,7 @@ from llmrouter.errors import LLMRouterError
 from llmrouter.server.accesslog import AccessRecord
 from llmrouter.server.intake import ChatBody, read_chat_body
 from llmrouter.server.metrics import CONTENT_TYPE, GatewayMetrics
+from llmrouter.server.passthrough import pump_raw, take_over
 from llmrouter.server.ratelimit import (
     Denial,
     RateLimiter,
@@ -346,7 +347,9 @@ class Gateway:
                 record.error = "ClientDisconnected"
                 self._account(record, stream.route, tally.prompt_tokens, tally.output_tokens)
                 return response
-            record.error = await relay(stream, response, tally, self.streams, self.cut)
+            tail = None if not self.settings.passthrough or tally.keep_text else take_over(stream)
+            pump = None if tail is None else pump_raw(tail, response, tally)
+            record.error = await relay(stream, response, tally, self.streams, self.cut, pump)
             if record.error == "ClientDisconnected":
                 record.status = 499
         out = tally.output_tokens

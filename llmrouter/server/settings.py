@@ -46,6 +46,9 @@ class GatewaySettings:
             ``error.upstream_message``; for development, never for untrusted clients.
         client_options: more keyword arguments for the :class:`AsyncClient`
             (``timeout``, ``retry_policy``, ``circuit_breaker``, ``hedge``, ...).
+        passthrough: relay an OpenAI SSE backend's stream as its own bytes after the first
+            content (``passthrough``), instead of parsing and re-encoding each chunk. Off
+            with ``log_content`` (the access log then needs the text).
         state: shared state for breakers, health, the retry budget and the per-key limits
             across gateway replicas (``redis://host:6379/0``; default ``LLMROUTER_STATE``,
             else in-process). See ``docs/scale-out.md``.
@@ -69,6 +72,7 @@ class GatewaySettings:
     debug: bool = False
     client_options: dict[str, Any] = field(default_factory=dict)
     state: str | None = None
+    passthrough: bool = True
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

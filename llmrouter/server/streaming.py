@@ -15,6 +15,7 @@ error event and ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -101,24 +102,27 @@ async def relay(
     tally: StreamTally,
     live: set[asyncio.Task[None]],
     cut: set[asyncio.Task[None]],
+    pump: Coroutine[Any, Any, None] | None = None,
 ) -> str | None:
     """Copy the rest of ``stream`` to the prepared ``response``, then end it.
 
     Args:
+        pump: what copies it (default: parsed chunks, re-encoded; the gateway passes
+            ``passthrough.pump_raw`` for an OpenAI SSE backend).
         live: where the pump task is registered while it runs (the gateway's shutdown cuts it).
         cut: the pump tasks the gateway has cut; their stream ends with a shutdown error event.
 
     Returns:
         the error class that ended the stream early, or ``None`` when it completed.
     """
-    pump = asyncio.ensure_future(_pump(stream, response, tally))
-    live.add(pump)
+    task = asyncio.ensure_future(pump or _pump(stream, response, tally))
+    live.add(task)
     error: str | None = None
     tail: Any = DONE
     try:
-        await pump
+        await task
     except asyncio.CancelledError:
-        if pump not in cut:
+        if task not in cut:
             raise  # the handler itself was cancelled
         error, tail = "ShutdownCut", SHUTDOWN_EVENT + DONE
     except LLMRouterError as exc:
@@ -126,8 +130,8 @@ async def relay(
     except ConnectionError:
         return "ClientDisconnected"  # nobody is left to tell
     finally:
-        live.discard(pump)
-        cut.discard(pump)
+        live.discard(task)
+        cut.discard(task)
     try:
         await response.write(tail)
         await response.write_eof()
