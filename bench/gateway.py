@@ -3,6 +3,13 @@
 Usage::
 
     python bench/gateway.py [--quick] [--no-stream]
+    python bench/gateway.py --wrk [--quick] [--workers N]
+
+``--wrk`` runs the comparison of issue 14 instead (see :func:`wrk_main`): ``wrk`` as the load
+generator, and, in one run on the same fake backend, the direct baseline, ``llmrouter serve``
+with 1 worker (streams passed through, and once with ``--no-passthrough`` for the re-encoding
+path), with N workers, and a hand-written FastAPI + AsyncOpenAI service on uvicorn (uvloop)
+with 1 and N workers (``bench/_fastapi_openai.py``).
 
 Method
 ------
@@ -187,11 +194,194 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+# -- issue 14: wrk against llmrouter serve (1 and N workers) and FastAPI + AsyncOpenAI ---------
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
+wrk.body = os.getenv("BENCH_BODY")
+"""
+WRK_CASES = (("plain", 1), ("plain", 64), ("stream", 1), ("stream", 64))
+STREAM_CHUNKS = 50
+
+
+def _spawn_listening(cmd: list[str], cpus: set[int] | None, env: dict[str, str]) -> Any:
+    """Start a server; return (process, port) once its 'listening on' line is printed."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "listening on http://" in line.lower() or "running on http://" in line.lower():
+            port = int(line.split("http://")[1].split()[0].rsplit(":", 1)[1].rstrip("/)"))
+            if "uvicorn" in " ".join(cmd):  # wait for every worker's startup line
+                time.sleep(2.0)
+            else:
+                time.sleep(0.5)
+            return proc, port
+    raise RuntimeError(f"{cmd[:4]} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _wrk(port: int, mode: str, c: int, seconds: float, cpu: int | None, lua: str) -> dict[str, Any]:
+    body = {**BODY, "stream": True, "max_tokens": STREAM_CHUNKS} if mode == "stream" else BODY
+    env = {**os.environ, "BENCH_BODY": json.dumps(body), "BENCH_AUTH": f"Bearer {KEY}"}
+    cmd = ["wrk", "-t1", f"-c{c}", f"-d{seconds}s", "--latency", "-s", lua]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}/v1/chat/completions"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds + 30,
+    ).stdout
+    result: dict[str, Any] = {"errors": 0}
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(words[1])
+        elif len(words) == 2 and words[0] in ("50.000%", "50%", "99.000%", "99%"):
+            value = words[1]
+            unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
+            result["p50" if words[0].startswith("50") else "p99"] = (
+                float(value[: -len(unit)]) * units[unit]
+            )
+        elif "requests in" in line:
+            result["requests"] = int(words[0])
+        elif line.strip().startswith("Non-2xx") or line.strip().startswith("Socket errors"):
+            result["errors"] += sum(int(w.rstrip(",")) for w in words if w.rstrip(",").isdigit())
+    if "rps" not in result:
+        raise RuntimeError(f"wrk failed: {out[-500:]}")
+    return result
+
+
+def wrk_main(quick: bool, workers: int) -> None:
+    """Every target, every case, one after another, with wrk; a table of ratios to direct."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    seconds = 2 if quick else 5
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    one = {allowed[0]} if len(allowed) >= 2 else None
+    many = set(allowed[:workers]) if len(allowed) >= 2 else None
+    load_cpu = allowed[-1] if len(allowed) >= 2 else None
+    fake, fake_port = start_fake(load_cpu)
+    backend = f"http://127.0.0.1:{fake_port}/v1"
+    env = {**os.environ, "LLMROUTER_API_KEYS": f"bench:{KEY}", "BENCH_BACKEND": backend}
+    env.pop("LLMROUTER_URL", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    serve = [sys.executable, "-m", "llmrouter", "serve", "--port", "0", "--no-access-log"]
+    serve += ["--url", backend + "?model=m", "--max-in-flight-per-key", "0"]
+    uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "_fastapi_openai:app"]
+    uvicorn += ["--port", "0", "--loop", "uvloop", "--no-access-log", "--log-level", "info"]
+    targets: list[tuple[str, list[str] | None, set[int] | None]] = [
+        ("direct (fake backend)", None, None),
+        ("llmrouter serve, 1 worker", [*serve, "--workers", "1"], one),
+        ("llmrouter serve, 1 worker, --no-passthrough", [*serve, "--no-passthrough"], one),
+        ("llmrouter serve, 1 worker, asyncio loop", [*serve, "--loop", "asyncio"], one),
+        (f"llmrouter serve, {workers} workers", [*serve, "--workers", str(workers)], many),
+        ("FastAPI + AsyncOpenAI, uvicorn, 1 worker", [*uvicorn, "--workers", "1"], one),
+        (
+            f"FastAPI + AsyncOpenAI, uvicorn, {workers} workers",
+            [*uvicorn, "--workers", str(workers)],
+            many,
+        ),
+    ]
+    rows: list[dict[str, Any]] = []
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+        lua = f.name
+    try:
+        for name, cmd, cpus in targets:
+            if cmd is None:
+                proc, port = None, fake_port
+            else:
+                # uvicorn does not print the port it got for --port 0: give it one.
+                if cmd is not None and "uvicorn" in " ".join(cmd):
+                    import socket
+
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", 0))
+                        free = s.getsockname()[1]
+                    cmd = [
+                        *cmd[: cmd.index("--port") + 1],
+                        str(free),
+                        *cmd[cmd.index("--port") + 2 :],
+                    ]
+                proc, port = _spawn_listening(cmd, cpus, env)
+            try:
+                for mode, c in WRK_CASES:
+                    pid = proc.pid if proc is not None else fake.pid
+                    before = _cpu_seconds(pid)
+                    r = _wrk(port, mode, c, seconds, load_cpu, lua)
+                    cpu = _cpu_seconds(pid) - before
+                    r["cpu_us"] = cpu / max(r.get("requests", 1), 1) * 1e6
+                    rows.append({"target": name, "mode": mode, "c": c, **r})
+                    print(f"  {name} {mode} c={c}: {r['rps']:,.0f} req/s", file=sys.stderr)
+            finally:
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(30)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+        os.unlink(lua)
+    direct = {(r["mode"], r["c"]): r for r in rows if r["target"].startswith("direct")}
+    print(
+        f"\nwrk, {seconds} s per case, one run (python {platform.python_version()}, "
+        f"{len(allowed) or os.cpu_count()} usable CPUs; "
+        f"1-worker servers on CPU {sorted(one or [])}, "
+        f"{workers}-worker servers on CPUs {sorted(many or [])}, fake backend and wrk on CPU "
+        f"{load_cpu}; streams are {STREAM_CHUNKS} chunks; CPU per request: the server's "
+        "processes only)\n"
+    )
+    print(
+        "| target | case | conns | req/s | x direct | p50 ms | added p50 | p99 ms | added p99 "
+        "| CPU µs/req | errors |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        d = direct[(r["mode"], r["c"])]
+        print(
+            f"| {r['target']} | {r['mode']} | {r['c']} | {r['rps']:,.0f} "
+            f"| {r['rps'] / d['rps']:.2f} | {r.get('p50', 0):.2f} "
+            f"| {r.get('p50', 0) - d.get('p50', 0):+.2f} | {r.get('p99', 0):.2f} "
+            f"| {r.get('p99', 0) - d.get('p99', 0):+.2f} | {r['cpu_us']:,.0f} | {r['errors']} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="llmrouter gateway overhead benchmark")
     parser.add_argument("--quick", action="store_true", help="one round, shorter windows")
     parser.add_argument("--no-stream", action="store_true", help="plain completions only")
+    parser.add_argument("--wrk", action="store_true", help="issue 14's comparison, with wrk")
+    parser.add_argument("--workers", type=int, default=2, help="N for --wrk (2)")
     args = parser.parse_args()
+    if args.wrk:
+        wrk_main(args.quick, args.workers)
+        return
     cfg = QUICK if args.quick else FULL
     modes = ["json"] if args.no_stream else ["json", "stream"]
     gateway_cpu, other_cpu = _cpus()
