@@ -14,6 +14,7 @@ HEAVY = [
     "llama_cpp",
     "botocore",
     "boto3",
+    "google",  # google-auth (the vertex extra)
     "openai",
     "anthropic",
     "redis",

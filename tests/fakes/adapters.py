@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from tests.fakes import (
     anthropic_fake,
     bedrock_fake,
+    gemini_fake,
     ollama_fake,
     openai_fake,
     sagemaker_fake,
@@ -34,7 +35,17 @@ from tests.fakes import (
 from tests.fakes.adapter_base import Adapter
 from tests.fakes.openai_fake import Completion, Error, OpenAIFake, Recorded, Stream
 
-NAMES = ["openai", "azure", "tgi", "ollama", "anthropic", "sagemaker", "bedrock"]
+NAMES = [
+    "openai",
+    "azure",
+    "tgi",
+    "ollama",
+    "anthropic",
+    "sagemaker",
+    "bedrock",
+    "gemini",
+    "vertex",
+]
 
 # The error kinds every adapter can script, and the status each one stands for.
 ERROR_KINDS = ["400", "422", "401", "404", "429", "5xx"]
@@ -575,6 +586,101 @@ class BedrockAdapter(Adapter):
 
 
 # ---------------------------------------------------------------------------------------------
+# Gemini API and Vertex AI (generateContent / streamGenerateContent?alt=sse)
+
+
+class GeminiAdapter(Adapter):
+    """``gemini://`` against :class:`tests.fakes.gemini_fake.GeminiFake` (self-contained).
+
+    No ``wrong_key_env``: the Gemini API answers a wrong key with 400 ``INVALID_ARGUMENT``
+    (reason ``API_KEY_INVALID``), mapped to AuthenticationError with its real status 400, which
+    the suite's 401/403 check does not cover (``tests/_async/test_gemini.py`` does)."""
+
+    name = "gemini"
+    module = "gemini"
+    env: ClassVar[dict[str, str]] = {"GEMINI_API_KEY": gemini_fake.API_KEY}
+    unset_env = ("GOOGLE_API_KEY",)
+
+    def url_at(self, port: int) -> str:
+        return f"gemini+http://127.0.0.1:{port}?model={gemini_fake.MODEL}"
+
+    @property
+    def missing_model_url(self) -> str | None:
+        return self.url_at(self.fake.port).replace(gemini_fake.MODEL, "gemini-no-such-model")
+
+    def chat_requests(self) -> list[Recorded]:
+        return list(self.fake.generate_requests)
+
+    def system_of(self, body: dict[str, Any]) -> str | None:
+        system = body.get("systemInstruction")
+        return " ".join(p["text"] for p in system["parts"]) if system else None
+
+    def turns_of(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        turns = []
+        for content in body["contents"]:
+            texts = []
+            for part in content["parts"]:
+                if "text" in part:
+                    texts.append(part["text"])
+                elif "functionResponse" in part:
+                    texts.append(str(part["functionResponse"]["response"].get("result", "")))
+            role = "assistant" if content["role"] == "model" else "user"
+            turns.append((role, " ".join(texts)))
+        return turns
+
+    def errors(self) -> dict[str, Any]:
+        error = gemini_fake.GoogleError
+        return {
+            "400": error(400, "INVALID_ARGUMENT", "temperature must be in [0, 2]"),
+            "422": error(422, "INVALID_ARGUMENT", "unprocessable"),  # from a proxy: not Google's
+            "401": error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
+            "404": error(404, "NOT_FOUND", "models/m is not found for API version v1beta"),
+            "429": error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", retry_delay="7s"),
+            "5xx": error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+        }
+
+    def script_tool_call(self, name: str, arguments: dict[str, Any], *, stream: bool) -> None:
+        self.script(gemini_fake.Reply(parts=[{"functionCall": {"name": name, "args": arguments}}]))
+
+    def script_mid_stream_error(self) -> str:
+        error = gemini_fake.GoogleError(500, "INTERNAL", "An internal error has occurred.")
+        self.script(gemini_fake.text_reply("Hel", "lo", error=error.body()))
+        return "Hello"
+
+    def script_malformed(self, *, stream: bool, after_content: bool) -> str:
+        if not stream:
+            self.script(Error(200, GARBAGE, content_type="application/json"))
+            return ""
+        bad = b"data: " + GARBAGE + b"\r\n\r\n"
+        if not after_content:
+            self.script(gemini_fake.Reply(parts=[], garbage=bad))
+            return ""
+        self.script(gemini_fake.text_reply("Hel", "lo", garbage=bad))
+        return "Hello"
+
+    def script_cut_after_content(self) -> str:
+        self.script(gemini_fake.text_reply("Hel", "lo", cut=True))
+        return "Hello"
+
+
+class VertexAdapter(GeminiAdapter):
+    """``vertex://PROJECT/LOCATION`` against the same fake's Vertex AI routes; the token comes
+    from ``?token_env=`` (google-auth's ADC path is tested in ``tests/_async/test_gemini.py``)."""
+
+    name = "vertex"
+    module = "gemini"
+    env: ClassVar[dict[str, str]] = {"LLMROUTER_TEST_VERTEX_TOKEN": gemini_fake.TOKEN}
+    unset_env = ()
+    wrong_key_env: ClassVar[dict[str, str] | None] = {"LLMROUTER_TEST_VERTEX_TOKEN": "ya29.wrong"}
+
+    def url_at(self, port: int) -> str:
+        return (
+            f"vertex://{gemini_fake.PROJECT}/{gemini_fake.LOCATION}?model={gemini_fake.MODEL}"
+            f"&endpoint=http://127.0.0.1:{port}&token_env=LLMROUTER_TEST_VERTEX_TOKEN"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 
 # The last user message of the suite's prompts (the Ollama fake echoes it).
 LAST_USER_TEXT = "Say hello to the conformance suite"
@@ -589,6 +695,8 @@ _ADAPTERS: dict[str, type[Adapter]] = {
         AnthropicAdapter,
         SageMakerAdapter,
         BedrockAdapter,
+        GeminiAdapter,
+        VertexAdapter,
     )
 }
 
@@ -608,6 +716,8 @@ def _fake(name: str) -> Any:
         return ContainerSageMakerFake()
     if name == "bedrock":
         return bedrock_fake.BedrockFake()
+    if name in ("gemini", "vertex"):
+        return gemini_fake.GeminiFake()
     raise KeyError(name)
 
 
