@@ -44,7 +44,7 @@ __all__ = ["RawTail", "pump_raw", "take_over"]
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _CONTENT = re.compile(rb'"content"\s*:\s*"[^"]')
-_STREAM_ATTRS = ("_source", "_router", "_ex", "_try", "_closed")
+_STREAM_ATTRS = ("_source", "_recover", "_closed", "_acc")
 _SOURCE_ATTRS = ("_pending", "_decoder", "_eof", "_closed", "_read")
 
 
@@ -58,16 +58,13 @@ class RawTail:
         self.source = source
         self.chunks = 0
 
-    def interrupted(self, exc: BackendError) -> StreamInterruptedError:
-        """Record a late failure on the route (as the stream would) and give the error."""
+    async def interrupted(self, exc: BackendError) -> None:
+        """Fail the stream as it fails itself after content: the route records the failure,
+        and :class:`~llmrouter.StreamInterruptedError` (with the text before passthrough) is
+        raised."""
         stream: Any = self.stream
-        stream._closed = True
-        stream._router.stream_failed_late(stream._ex, stream._try, exc)
-        return StreamInterruptedError(
-            f"stream interrupted after {self.chunks} more chunks: {exc.message}",
-            backend=stream._try.member.name,
-            partial_text=self.stream.text,
-        )
+        await stream._recover(exc)  # after content it always raises
+        raise StreamInterruptedError(exc.message, backend=exc.backend) from exc
 
 
 def take_over(stream: AsyncStream) -> RawTail | None:
@@ -127,8 +124,7 @@ async def pump_raw(tail: RawTail, response: web.StreamResponse, tally: StreamTal
                 break
             await source._read()
     except BackendError as exc:
-        await source.aclose()
         if out:  # what came before the failure in the same read still goes out
             await response.write(b"".join(out))
-        raise tail.interrupted(exc) from exc
+        await tail.interrupted(exc)
     await tail.stream.aclose()  # the route records success; the connection is reused
