@@ -170,7 +170,8 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
     decl, transport = _split_scheme(url)
     try:
         parts = urlsplit(url)
-        port = parts.port
+        # A name (a model id, an ARN full of colons) has no port to read.
+        port = parts.port if decl.location == "host" else None
     except ValueError as exc:
         raise ConfigError(f"malformed backend URL {_safe(url)!r}: {exc}") from None
     if parts.fragment:

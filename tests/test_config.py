@@ -194,3 +194,9 @@ def test_client_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Client(backends=["tgi://c"]).backends[0].base_url == "http://c:8080/v1"
     with pytest.raises(ConfigError, match="either url or backends"):
         Client("tgi://c", backends=["tgi://d"])
+
+
+def test_a_name_url_may_hold_colons_an_arn_say() -> None:
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-v2:0"
+    spec = parse_backend(f"bedrock://{arn}?region=us-east-1", {})
+    assert spec.location == arn

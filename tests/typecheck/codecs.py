@@ -3,7 +3,16 @@ public :class:`llmrouter.backends.HTTPCodec` protocol, as a plugin's module woul
 
 from __future__ import annotations
 
-from llmrouter.backends import anthropic, azure, ollama, openai_compat, sagemaker, tgi
+from llmrouter.backends import (
+    anthropic,
+    azure,
+    bedrock,
+    gemini,
+    ollama,
+    openai_compat,
+    sagemaker,
+    tgi,
+)
 from llmrouter.backends.interfaces import HTTPCodec
 
-CODECS: list[HTTPCodec] = [openai_compat, tgi, ollama, anthropic, azure, sagemaker]
+CODECS: list[HTTPCodec] = [openai_compat, tgi, ollama, anthropic, azure, sagemaker, bedrock, gemini]
