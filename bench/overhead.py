@@ -41,6 +41,10 @@ Measurements
     holding 500 streams open at once (each has yielded a chunk before any is drained), then
     draining them. Sync clients hold them with an ``ExitStack`` in one thread; async clients
     with 500 tasks and a barrier.
+(g) ``--registry RUNS``: the backend registry's cost, fresh processes: ``import llmrouter``,
+    resolving a built-in scheme and a plugin scheme (entry-point metadata read once), and
+    Client + first request, each beside a baseline doing the same work by importing the
+    modules directly.
 
 Targets (llmrouter against the baseline measured in the same run):
 import <= 0.3x openai; sync per-request <= raw httpx2 + 150 us; async req/s and concurrent
@@ -647,6 +651,107 @@ def time_imports(runs: int, cold_runs: int, base: str) -> dict[str, Any]:
     return {k: {"ms": statistics.median(v), "samples": v} for k, v in samples.items()}
 
 
+# (g) the backend registry's cost, each in a fresh interpreter (median of ``runs``), against a
+# baseline doing the same work directly (the way before the registry: modules imported by name).
+REGISTRY = {
+    # import llmrouter: the registry is not imported (nothing to pay before a URL is parsed);
+    # its baseline is the tree before the registry (--previous).
+    "import llmrouter": "import llmrouter",
+    # A built-in scheme: the index names its module; no plugin metadata is read.
+    "resolve http:// via the registry": (
+        "import llmrouter.config\nfrom llmrouter.backends import registry\n"
+        "_t0 = _t.perf_counter()\nregistry.declaration('http')"
+    ),
+    "resolve http:// (baseline: import its module)": (
+        "import llmrouter.config, importlib\n"
+        "_t0 = _t.perf_counter()\nimportlib.import_module('llmrouter.backends.openai_compat')"
+    ),
+    # A plugin scheme: entry-point metadata read once, then the plugin's module imported.
+    "resolve a plugin scheme via entry points": (
+        "import llmrouter.config\nfrom llmrouter.backends import registry\n"
+        "_t0 = _t.perf_counter()\nregistry.declaration('llamacpp-native')"
+    ),
+    "resolve a plugin (baseline: import its module)": (
+        "import llmrouter.config, importlib\n"
+        "_t0 = _t.perf_counter()\nimportlib.import_module('llmrouter_llamacpp_native.backend')"
+    ),
+    # First request: construct a Client and send one request to the fake server.
+    "Client + first request": (
+        "from llmrouter import Client\nc = Client('{base}?model=m')\n"
+        "assert c.chat.completions.create(messages={msgs!r}, max_tokens=16).choices"
+    ),
+}
+
+
+def _time_since_t0(code: str, tree: str | None = None) -> float:
+    """Milliseconds from ``_t0`` (or the start) to the end of ``code``, in a fresh process
+    (importing llmrouter from source ``tree`` when given)."""
+    wrapped = (
+        "import time as _t\n_t0 = _s = _t.perf_counter()\n"
+        + code
+        + "\nimport sys as _y\n_y.stdout.write(repr(_t.perf_counter() - _t0))\n"
+    )
+    env = _env()
+    if tree is not None:
+        env["PYTHONPATH"] = tree
+    out = subprocess.run(
+        [sys.executable, "-c", wrapped],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=tree or None,
+    )
+    return float(out.stdout.strip()) * 1000
+
+
+def time_registry(runs: int, base: str, previous: str | None = None) -> dict[str, float]:
+    """The registry's cost, each row the median of ``runs`` fresh processes (interleaved).
+    ``previous``: a source tree of llmrouter before the registry (``git archive 9c33ef4~1``),
+    timed for ``import llmrouter`` and the first request as the baseline of those rows."""
+    import importlib.util
+
+    codes: dict[str, tuple[str, str | None]] = {}
+    for key, template in REGISTRY.items():
+        code = template.format(base=base, msgs=MESSAGES)
+        if "plugin" in key and importlib.util.find_spec("llmrouter_llamacpp_native") is None:
+            continue  # the example plugin is not installed
+        codes[key] = (code, None)
+        if previous is not None and key in ("import llmrouter", "Client + first request"):
+            codes[f"{key} (baseline: llmrouter before the registry)"] = (code, previous)
+    for code, tree in codes.values():  # warm the bytecode and page caches
+        _time_since_t0(code, tree)
+    samples: dict[str, list[float]] = {k: [] for k in codes}
+    for _ in range(runs):
+        for key, (code, tree) in codes.items():
+            samples[key].append(_time_since_t0(code, tree))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def registry_table(times: dict[str, float]) -> str:
+    """The registry rows, each registry figure beside its baseline."""
+    lines = ["| measurement | ms | vs baseline |", "| --- | --- | --- |"]
+    keys = list(times)
+    for i, key in enumerate(keys):
+        ratio = ""
+        if "baseline" not in key:
+            baselines = [k for k in keys[i + 1 : i + 3] if "baseline" in k]
+            ratio = ", ".join(f"{times[key] / times[b]:.2f}x" for b in baselines)
+        lines.append(f"| {key} | {times[key]:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def registry_main(runs: int, previous: str | None) -> None:
+    """``--registry``: only the registry rows (a fake server is started for the request)."""
+    server, port = start_server(None)
+    try:
+        times = time_registry(runs, f"http://127.0.0.1:{port}/v1", previous)
+        print(registry_table(times))
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def measure_rss(lib: str, mode: str, base: str, cpu: int | None, cfg: dict[str, Any]) -> dict:
     cmd = [sys.executable, str(Path(__file__)), "--rss", lib, mode, "--base", base]
     cmd += ["--rss-streams", str(cfg["rss_streams"]), "--rss-chunks", str(cfg["rss_chunks"])]
@@ -998,6 +1103,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--registry", type=int, metavar="RUNS", help="only the backend registry's cost (g)"
+    )
+    parser.add_argument(
+        "--previous", metavar="TREE", help="with --registry: a source tree of llmrouter before it"
+    )
     # Internal: the worker processes.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rss", nargs=2, help=argparse.SUPPRESS)
@@ -1011,6 +1122,10 @@ def main() -> None:
         return
     if args.rss:
         rss_main(*args.rss, args.base, args.cpu, args.rss_streams, args.rss_chunks)
+        return
+
+    if args.registry:
+        registry_main(args.registry, args.previous)
         return
 
     cfg = QUICK if args.quick else FULL

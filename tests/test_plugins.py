@@ -206,3 +206,18 @@ def test_register_backend_from_the_top_level_package() -> None:
         registry.unregister_backend("inhouse")
     with pytest.raises(llmrouter.ConfigError, match="installed plugins"):
         llmrouter.Client("inhouse://10.0.0.5?model=m")
+
+
+def test_every_built_in_scheme_is_declared_and_has_a_capability_row() -> None:
+    """The index names, for each built-in scheme, a module that declares it; the generated
+    capability table (scripts/capabilities.py) has exactly one row for each."""
+    import importlib
+    import runpy
+
+    for scheme, module in registry.BUILTIN_SCHEMES.items():
+        declared = registry.declarations_in(importlib.import_module(module), module)
+        assert scheme in [d.scheme for d in declared], (scheme, module)
+    script = runpy.run_path(str(ROOT / "scripts" / "capabilities.py"))
+    labels = [label for label, _ in script["rows"]()]
+    for scheme in registry.BUILTIN_SCHEMES:
+        assert sum(f"`{scheme}://`" in label for label in labels) == 1, scheme
