@@ -4,33 +4,42 @@
 token) sends the same request to the next untried backend when the first has not answered
 within the delay. The first to answer wins (for a stream: the first to produce content); the
 other is cancelled and its connection closed. Hedges spend the retry budget, so they cannot
-multiply load during an outage. The sync client has no hedging: it would need a thread per
-attempt, which is exactly the cost the sync client exists to avoid.
+multiply load during an outage.
+
+The sync client has no hedging: it would need a thread per attempt, which is exactly the cost
+the sync client exists to avoid. ``scripts/unasync.py`` leaves the hedging code out of
+``_sync/`` altogether (its ``# if async`` blocks), so ``Client`` has no ``hedge=`` at all.
+
+Like the router, this module only performs steps: :mod:`llmrouter.execution` decides which
+backend is called, whether a failure ends the race, and whether the budget allows the hedge.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
+from llmrouter._async.stream import AsyncStream, AsyncStreamOpener
 from llmrouter._request import ChatRequest
-from llmrouter.errors import BackendError, ConfigError
-from llmrouter.events import Event
+from llmrouter.backends.interfaces import AsyncChunkSource
+from llmrouter.errors import BackendError, ConfigError, InvalidRequestError
+from llmrouter.execution import Execution, Try, cancelled, hedge, record
 from llmrouter.types import ChatCompletion, ChatCompletionChunk
 
-if TYPE_CHECKING:
-    import asyncio
+__all__ = ["AsyncHedgingRouter", "acheck_hedge", "ahedged_chat", "ahedged_stream"]
 
-    from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Try
-    from llmrouter._async.stream import AsyncStream
+T = TypeVar("T")
 
-__all__ = [
-    "acheck_hedge",
-    "ahedged_chat",
-    "ahedged_stream",
-    "check_hedge",
-    "hedged_chat",
-    "hedged_stream",
-]
+
+class AsyncHedgingRouter(AsyncStreamOpener, Protocol):
+    """What hedging needs of the router: executions, their next call, and the delay."""
+
+    def start(self, request: ChatRequest) -> Execution[Any]: ...
+
+    async def next_call(self, ex: Execution[Any]) -> Try[Any]: ...
+
+    def hedge_delay(self) -> float: ...
 
 
 def _has_content(chunk: ChatCompletionChunk) -> bool:
@@ -48,6 +57,9 @@ class _Prefetched:
         self._buffer = buffer
         self._source = source
 
+    def __aiter__(self) -> _Prefetched:
+        return self
+
     async def __anext__(self) -> ChatCompletionChunk:
         if self._buffer:
             return self._buffer.pop(0)
@@ -57,15 +69,16 @@ class _Prefetched:
         await self._source.aclose()
 
 
-async def _race(router: AsyncRouter, ex: Execution[object], attempt: Any) -> tuple[Try, Any]:
+async def _race(
+    router: AsyncHedgingRouter,
+    ex: Execution[Any],
+    attempt: Callable[[Try[Any]], Awaitable[T]],
+) -> tuple[Try[Any], T]:
     """Run ``attempt(try)`` on the chain, hedging once after the delay; return the winner."""
-    import asyncio
-
-    running: dict[asyncio.Future[Any], Try] = {}
+    running: dict[asyncio.Future[T], Try[Any]] = {}
 
     async def launch() -> None:
-        member = await router._next(ex)
-        t = router._begin(ex, member)
+        t = await router.next_call(ex)
         running[asyncio.ensure_future(attempt(t))] = t
 
     await launch()
@@ -80,9 +93,7 @@ async def _race(router: AsyncRouter, ex: Execution[object], attempt: Any) -> tup
             )
             if not done:
                 hedged = True
-                if router.budget.try_spend():
-                    router.events.emit(Event("hedge", elapsed_s=router.now() - ex.started,
-                                             detail=f"after {timeout:.3f} s"))  # fmt: skip
+                if timeout is not None and hedge(ex, timeout):
                     await launch()
                 continue
             for future in done:
@@ -90,9 +101,11 @@ async def _race(router: AsyncRouter, ex: Execution[object], attempt: Any) -> tup
                 error = future.exception()
                 if error is None:
                     return t, future.result()
-                if not isinstance(error, BackendError):
+                if not isinstance(error, (BackendError, InvalidRequestError)):
                     raise error
-                router._failed(ex, t, error)
+                verdict = record(ex, t, error)
+                if verdict is not None:
+                    raise verdict.error
             if not running:
                 await launch()
     finally:
@@ -101,31 +114,30 @@ async def _race(router: AsyncRouter, ex: Execution[object], attempt: Any) -> tup
         if running:
             await asyncio.gather(*running, return_exceptions=True)
             for t in running.values():
-                router.cancelled(ex, t)
+                cancelled(ex, t)
 
 
-async def ahedged_chat(router: AsyncRouter, request: ChatRequest) -> ChatCompletion:
+async def ahedged_chat(router: AsyncHedgingRouter, request: ChatRequest) -> ChatCompletion:
     """``chat`` with hedging."""
-    ex = router._start(request)
+    ex = router.start(request)
 
-    async def attempt(t: Try) -> ChatCompletion:
-        return await t.member.backend.chat(request, t.deadline)
+    async def attempt(t: Try[Any]) -> ChatCompletion:
+        completion: ChatCompletion = await t.member.backend.chat(request, t.deadline)
+        return completion
 
     t, completion = await _race(router, ex, attempt)
-    router._succeeded(ex, t)
-    router.observe_latency(router.now() - t.started)
+    record(ex, t)
+    router.observe_latency(ex.clock() - t.started)
     completion.route = ex.route
-    return completion  # type: ignore[no-any-return]
+    return completion
 
 
-async def ahedged_stream(router: AsyncRouter, request: ChatRequest) -> AsyncStream:
+async def ahedged_stream(router: AsyncHedgingRouter, request: ChatRequest) -> AsyncStream:
     """``stream`` with hedging: the race is to the first content chunk."""
-    from llmrouter._async.stream import AsyncStream
+    ex = router.start(request)
 
-    ex = router._start(request)
-
-    async def attempt(t: Try) -> _Prefetched:
-        source = await t.member.backend.chat_stream(request, t.deadline)
+    async def attempt(t: Try[Any]) -> _Prefetched:
+        source: AsyncChunkSource = await t.member.backend.chat_stream(request, t.deadline)
         buffer: list[ChatCompletionChunk] = []
         try:
             while not buffer or not _has_content(buffer[-1]):
@@ -148,19 +160,3 @@ def acheck_hedge(hedge: object) -> None:
         return
     if isinstance(hedge, bool) or not isinstance(hedge, (int, float)) or hedge < 0:
         raise ConfigError(f"hedge={hedge!r}: expected a delay in seconds, 'p95' or None")
-
-
-def check_hedge(hedge: object) -> None:
-    """The sync client has no hedging (see the module docstring)."""
-    if hedge is not None:
-        raise ConfigError("hedged requests need AsyncClient (hedge= is async-only)")
-
-
-def hedged_chat(router: object, request: ChatRequest) -> NoReturn:
-    """Unreachable: the sync client refuses ``hedge=``."""
-    raise ConfigError("hedged requests need AsyncClient")
-
-
-def hedged_stream(router: object, request: ChatRequest) -> NoReturn:
-    """Unreachable: the sync client refuses ``hedge=``."""
-    raise ConfigError("hedged requests need AsyncClient")

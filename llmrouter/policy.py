@@ -1,18 +1,19 @@
-"""Resilience decisions, all pure: no I/O, no event loop, the clock injected.
+"""The resilience policies, all pure: no I/O, no event loop, the clock injected.
 
-* :func:`fails_over` — does this error move the request to another backend?
-* :class:`RetryPolicy` — how many retries, how long to back off (tenacity's full-jitter
-  exponential wait), when a server's Retry-After is honoured, the total deadline.
+* :class:`RetryPolicy` — how many retries, how long to back off (full-jitter exponential),
+  when a server's Retry-After is honoured, the total deadline, which errors are retryable.
 * :class:`CircuitBreaker` — closed / open / half-open, per backend.
 * :class:`RetryBudget` — retries and hedges stay a fraction of recent traffic.
 * :class:`Balancer` — the order replicas of a group are tried in.
 * :class:`Deadline` — how much time a request has left.
 
-The router (``_async/router.py``) performs these decisions; it decides nothing itself.
+:mod:`llmrouter.execution` applies them to one request, step by step (which error fails over,
+what the breakers learn); the routers perform its steps and decide nothing themselves.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import deque
@@ -21,12 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmrouter.errors import (
-    AuthenticationError,
     BackendConnectionError,
     BackendError,
     BackendTimeoutError,
-    BadRequestError,
-    NotFoundError,
     RateLimitError,
     ServerError,
     StatusError,
@@ -39,33 +37,9 @@ __all__ = [
     "Deadline",
     "RetryBudget",
     "RetryPolicy",
-    "fails_over",
 ]
 
 Clock = Callable[[], float]
-
-
-_FAIL_OVER = (
-    BackendConnectionError,
-    BackendTimeoutError,
-    RateLimitError,
-    ServerError,
-    AuthenticationError,
-    NotFoundError,
-)
-
-
-def fails_over(error: BaseException) -> bool:
-    """Whether ``error`` on one backend should move the request to another one.
-
-    Connection failures, timeouts, 429 and 5xx (529 included) move on; so do 401/403 and 404
-    (another backend's key or model list may differ). Requests that any backend would reject
-    (a 400, a request that failed validation) do not. ``x-should-retry: false`` forbids a
-    retry on the same backend, not a move to another one.
-    """
-    if not isinstance(error, BackendError) or isinstance(error, BadRequestError):
-        return False
-    return isinstance(error, _FAIL_OVER) or error.retryable
 
 
 DEFAULT_RETRYABLE: tuple[type[BackendError], ...] = (
@@ -131,18 +105,13 @@ class RetryPolicy:
         return isinstance(error, self.retryable)
 
     def backoff(self, retry_number: int) -> float:
-        """Seconds to wait before retry ``retry_number`` (1-based): tenacity's full jitter,
-        uniform in ``[0, min(initial_backoff * 2 ** (n - 1), max_backoff)]``."""
+        """Seconds to wait before retry ``retry_number`` (1-based): full jitter, uniform in
+        ``[0, min(initial_backoff * 2 ** (n - 1), max_backoff)]`` (the formula of tenacity's
+        ``wait_random_exponential``; ``docs/resilience.md`` says why it is computed here)."""
         if self.initial_backoff <= 0 or self.max_backoff <= 0:
             return 0.0
-        import tenacity
-
-        wait = tenacity.wait_random_exponential(
-            multiplier=self.initial_backoff, max=self.max_backoff
-        )
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = retry_number
-        return float(wait(state))
+        ceiling = self.initial_backoff * 2.0 ** min(retry_number - 1, 64)
+        return random.uniform(0.0, min(ceiling, self.max_backoff))
 
     def server_wait(self, error: BaseException) -> float | None:
         """The wait a server asked for, if it is short enough to honour; else ``None``."""

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmrouter import errors
-from llmrouter.policy import (
-    Balancer,
-    CircuitBreaker,
-    Deadline,
-    RetryBudget,
-    RetryPolicy,
-    fails_over,
-)
+from llmrouter.execution import fails_over
+from llmrouter.policy import Balancer, CircuitBreaker, Deadline, RetryBudget, RetryPolicy
 
 
 class Clock:

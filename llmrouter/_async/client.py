@@ -10,7 +10,11 @@ from typing_extensions import Unpack
 
 from llmrouter._async.router import AsyncRouter
 from llmrouter._async.stream import AsyncStream
+
+# if async
 from llmrouter._hedge import acheck_hedge
+
+# endif
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import CreateParams, ParseParams, build_request
 from llmrouter._structured import parse_completion, response_format_for
@@ -152,7 +156,9 @@ class AsyncClient:
         balancing: Strategy = "least_outstanding",
         circuit_breaker: Callable[[], CircuitBreaker] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        # if async
         hedge: float | Literal["p95"] | None = None,
+        # endif
         transport: AsyncHTTPTransport | None = None,
         state: str | AsyncStateStore | MemoryState | None = None,
     ) -> None:
@@ -160,7 +166,9 @@ class AsyncClient:
             raise ConfigError("give either url or backends, not both")
         if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
             raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        # if async
         acheck_hedge(hedge)
+        # endif
         chain = resolve_chain(backends if backends is not None else url)
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
         if balancing not in ("least_outstanding", "round_robin", "latency"):
@@ -177,7 +185,9 @@ class AsyncClient:
             balancing=balancing,
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
+            # if async
             hedge=hedge,
+            # endif
             state=store,
             owns_state=store is not None and not isinstance(state, AsyncStateStore),
         )

@@ -1,8 +1,9 @@
-"""Runs a request along the backend chain: failover first, then retries, within a deadline.
+"""Runs a request along the backend chain: a short driver over :mod:`llmrouter.execution`.
 
-Every decision (does this error fail over? may this backend be retried, after how long? is its
-breaker open? which replica first? is there budget?) is a pure function or object from
-``llmrouter.policy``; this module performs them and records what happened in the route.
+Every decision (which backend next, does this error fail over, may it be retried and after how
+long, is its breaker open, is there budget, when to give up) is made by the sans-IO execution
+module; this module performs its steps (calls a backend, sleeps, raises) and owns what needs
+I/O: the backends themselves, the health prober and the state store.
 """
 
 from __future__ import annotations
@@ -10,80 +11,41 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Literal
 
+from llmrouter import execution
 from llmrouter._async.function_backend import AsyncFunctionBackend
 from llmrouter._async.http_backend import AsyncHTTPBackend
 from llmrouter._async.stream import AsyncStream
 from llmrouter._concurrency import AsyncSleep, Background, asleep, aspawn
+
+# if async
 from llmrouter._hedge import ahedged_chat, ahedged_stream
+
+# endif
 from llmrouter._http import AsyncHTTPTransport
 from llmrouter._request import ChatRequest
 from llmrouter.backends import registry
-from llmrouter.backends.interfaces import AsyncEngine
+from llmrouter.backends.interfaces import AsyncChunkSource, AsyncEngine
 from llmrouter.config import BackendSpec
-from llmrouter.errors import (
-    AllBackendsFailedError,
-    AuthenticationError,
-    BackendConnectionError,
-    BackendError,
-    BackendTimeoutError,
-    ContextLengthError,
-    InvalidRequestError,
-    RateLimitError,
-    ServerError,
-)
+from llmrouter.errors import AllBackendsFailedError, BackendError, InvalidRequestError
 from llmrouter.events import Event, EventSink
-from llmrouter.policy import (
-    Balancer,
-    CircuitBreaker,
-    Deadline,
-    RetryBudget,
-    RetryPolicy,
-    Strategy,
-    fails_over,
-)
+from llmrouter.execution import Call, Wait, abandoned, next_step, record
+from llmrouter.policy import Balancer, CircuitBreaker, Deadline, RetryBudget, RetryPolicy, Strategy
 from llmrouter.route import Attempt, Route
 from llmrouter.state import AsyncStateStore, key_id
-from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+from llmrouter.types import ChatCompletion, Model, ModelList
 
 if TYPE_CHECKING:
-    from llmrouter.state.shared import SharedBalancer, SharedBreaker, SharedBudget
+    from llmrouter.state.shared import SharedBudget
 
-__all__ = ["AsyncChunkSource", "AsyncRouter", "Execution", "HedgeLostError", "Member", "Try"]
-
-T = TypeVar("T")
-
-
-class AsyncChunkSource(Protocol):
-    """What a backend's open stream offers: the next chunk, and a way to stop."""
-
-    async def __anext__(self) -> ChatCompletionChunk: ...
-
-    async def aclose(self) -> None: ...
-
+__all__ = ["AsyncBackend", "AsyncRouter", "Execution", "Member", "Try"]
 
 AsyncBackend = AsyncHTTPBackend | AsyncEngine
-
-# Failures that say something about the backend's health (a 400 or a 404 does not).
-_UNHEALTHY = (
-    BackendConnectionError,
-    BackendTimeoutError,
-    ServerError,
-    RateLimitError,
-    AuthenticationError,
-)
-
-
-class BreakerOpenError(BackendError):
-    """Recorded in the route for a backend skipped because its circuit breaker is open."""
-
-
-class HedgeLostError(BackendError):
-    """Recorded in the route for a hedged attempt cancelled because another one won."""
-
-    retryable = False
+Member = execution.Member[AsyncBackend]
+Try = execution.Try[AsyncBackend]
+Execution = execution.Execution[AsyncBackend]
 
 
 def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBackend:
@@ -101,50 +63,6 @@ def _make_backend(spec: BackendSpec, transport: AsyncHTTPTransport) -> AsyncBack
     return AsyncHTTPBackend(spec, transport, registry.codec_of(decl))
 
 
-@dataclass(eq=False)
-class Member:
-    """One backend in the chain, with its breaker and its place in a balanced group."""
-
-    backend: AsyncBackend
-    breaker: CircuitBreaker | SharedBreaker  # shared across processes with a state store
-    balancer: Balancer | SharedBalancer  # shared across processes with a state store
-    index: int  # within its group
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    @property
-    def spec(self) -> BackendSpec:
-        return self.backend.spec
-
-
-@dataclass(eq=False)
-class Execution(Generic[T]):
-    """One request's way through the chain: what is left to try, and what happened."""
-
-    request: ChatRequest
-    deadline: Deadline
-    pending: deque[Member]
-    route: Route = field(default_factory=Route)
-    started: float = field(default_factory=time.monotonic)
-    failed: list[tuple[Member, BaseException]] = field(default_factory=list)
-    skipped: list[Member] = field(default_factory=list)
-    retries: dict[int, int] = field(default_factory=dict)
-    calls: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class Try:
-    """One attempt in flight: on which backend, since when, within which deadline."""
-
-    member: Member
-    started: float
-    deadline: Deadline
-    number: int
-    generation: int  # of the member's breaker when this attempt was admitted
-
-
 class AsyncRouter:
     """The backends of one client, their breakers and balancers, and the policies."""
 
@@ -159,7 +77,9 @@ class AsyncRouter:
         balancing: Strategy = "least_outstanding",
         breaker_factory: Callable[[], CircuitBreaker] | None = None,
         events: EventSink | None = None,
+        # if async
         hedge: float | Literal["p95"] | None = None,
+        # endif
         sleep: AsyncSleep = asleep,
         clock: Callable[[], float] = time.monotonic,
         state: AsyncStateStore | None = None,
@@ -167,8 +87,6 @@ class AsyncRouter:
     ) -> None:
         self.policy = retry_policy or RetryPolicy()
         if timeout is not None:
-            from dataclasses import replace
-
             self.policy = replace(self.policy, total_timeout=timeout)
         # With a state store, breakers and the budget are shared; without one (the default)
         # the router holds the pure policy objects themselves and pays nothing for the option.
@@ -179,8 +97,10 @@ class AsyncRouter:
             local_budget if state is None else state.budget(local_budget)
         )
         self.events = events or EventSink()
+        # if async
         self.hedge = hedge
         self._latencies: deque[float] = deque(maxlen=200)
+        # endif
         self._sleep = sleep
         self._clock = clock
         self._transport = transport
@@ -281,222 +201,85 @@ class AsyncRouter:
                 order.extend(group[i] for i in group[0].balancer.order())
         return order
 
-    def _start(self, request: ChatRequest) -> Execution[object]:
+    def start(self, request: ChatRequest) -> Execution:
+        """A new execution of ``request`` over the chain, in the balancers' current order."""
         if self._background_pending:
             self._ensure_background()
-        total = request.timeout if request.timeout is not None else self.policy.total_timeout
-        self.budget.record_request()
-        return Execution(
-            request, Deadline(total, self._clock), self._order(), started=self._clock()
+        return execution.start(
+            request,
+            self._order(),
+            policy=self.policy,
+            budget=self.budget,
+            events=self.events,
+            clock=self._clock,
         )
 
     def now(self) -> float:
         """The router's clock."""
         return self._clock()
 
-    def _elapsed(self, ex: Execution[object]) -> float:
-        return self._clock() - ex.started
-
-    def _give_up(self, ex: Execution[object], last: BaseException | None = None) -> BaseException:
-        self.events.emit(Event("give_up", elapsed_s=self._elapsed(ex), error=last))
-        failures = [a.error for a in ex.route.attempts if a.error is not None and not a.skipped]
-        if failures and len({a.backend for a in ex.route.attempts}) == 1:
-            # One backend (perhaps retried): its own typed error says it best.
-            return failures[-1]
-        if ex.deadline.expired() and last is None:
-            timeout = BackendTimeoutError(
-                f"total deadline of {self.policy.total_timeout} s passed", retryable=False
-            )
-            ex.route.attempts.append(Attempt("(deadline)", timeout, 0.0))
-        return AllBackendsFailedError(ex.route.attempts)
-
-    async def _next(self, ex: Execution[object]) -> Member:
-        """The next backend to call: untried ones first, then retries after a wait."""
-        while ex.pending:
-            member = ex.pending.popleft()
-            if member.breaker.allow():
-                return member
-            ex.skipped.append(member)
-            wait = member.breaker.cooldown_remaining()
-            error = BreakerOpenError(
-                f"circuit breaker open ({wait:.1f} s left)", backend=member.name
-            )
-            ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
-            self.events.emit(Event("skip", member.name, elapsed_s=self._elapsed(ex), error=error))
-        if ex.skipped and (ex.calls == 0 or self.budget.try_spend()):
-            # Nothing healthy is left: rather than fail without a call, probe the open backend
-            # whose cooldown ends first. The first such probe is free; later ones in the same
-            # request spend the retry budget, so a full outage cannot multiply load.
-            member = min(ex.skipped, key=lambda m: m.breaker.cooldown_remaining())
-            ex.skipped.remove(member)
-            if member.breaker.force_probe():  # a shared breaker: unless another process probes
-                return member
-        choice = self._retry_choice(ex)
-        if choice is None:
-            raise self._give_up(ex)
-        member, wait = choice
-        remaining = ex.deadline.remaining()
-        if remaining is not None and wait >= remaining:
-            raise self._give_up(ex)
-        if not self.budget.try_spend():
-            self.events.emit(Event("give_up", member.name, detail="retry budget exhausted"))
-            raise self._give_up(ex)
-        ex.retries[id(member)] = ex.retries.get(id(member), 0) + 1
-        self.events.emit(
-            Event(
-                "retry", member.name, ex.calls + 1, self._elapsed(ex), detail=f"after {wait:.3f} s"
-            )
-        )
-        if wait > 0:
-            await self._sleep(wait)
-        if ex.deadline.expired():
-            raise self._give_up(ex)
-        return member
-
-    def _retry_choice(self, ex: Execution[object]) -> tuple[Member, float] | None:
-        """Among the failed backends, the retryable one that can go soonest."""
-        best: tuple[Member, float] | None = None
-        seen: set[int] = set()
-        for member, error in reversed(ex.failed):  # each backend's latest error
-            if id(member) in seen:
-                continue
-            seen.add(id(member))
-            policy = self.policy.with_max_retries(member.spec.max_retries)
-            if ex.retries.get(id(member), 0) >= policy.max_retries:
-                continue
-            if not policy.is_retryable(error) or policy.asks_too_long(error):
-                continue
-            if member.breaker.state == "open":
-                continue
-            wait = policy.server_wait(error)
-            if wait is None:
-                wait = policy.backoff(ex.retries.get(id(member), 0) + 1)
-            if best is None or wait < best[1]:
-                best = (member, wait)
-        return best
-
-    def _failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
-        """Record a failed attempt; raise when the request must stop here."""
-        member = t.member
-        self._record_failure(ex, t, error)
-        ex.failed.append((member, error))
-        if isinstance(error, ContextLengthError):
-            # Only a backend that declares a larger context can take this prompt.
-            floor = member.backend.max_context or 0
-            ex.pending = deque(m for m in ex.pending if (m.backend.max_context or 0) > floor)
-            ex.failed.pop()  # the same prompt will not fit on a retry either
-            if not ex.pending:
-                raise error
-        elif not fails_over(error):
-            raise error
-        if ex.deadline.expired():
-            raise self._give_up(ex, error)
-        self.events.emit(Event("failover", member.name, t.number, self._elapsed(ex), error))
-
-    def _unsupported(self, ex: Execution[object], t: Try, error: InvalidRequestError) -> None:
-        """This backend cannot serve the request as asked (a capability it lacks, refused
-        before sending): skip it, never drop the feature. Raise when no backend is left."""
-        member = t.member
-        member.balancer.finished(member.index, None)
-        ex.calls -= 1  # nothing was sent
-        ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
-        self.events.emit(Event("skip", member.name, t.number, self._elapsed(ex), error))
-        if not ex.pending:
-            tried = [a for a in ex.route.attempts if not a.skipped]
-            if not tried:
-                raise error
-            raise self._give_up(ex)
-
-    def _record_failure(self, ex: Execution[object], t: Try, error: BackendError) -> None:
-        member = t.member
-        member.balancer.finished(member.index, None)
-        ex.route.attempts.append(Attempt(member.name, error, self._clock() - t.started))
-        if isinstance(error, _UNHEALTHY):
-            member.breaker.record_failure(t.generation)
-        self.events.emit(Event("failure", member.name, t.number, self._elapsed(ex), error))
-
-    def _begin(self, ex: Execution[object], member: Member) -> Try:
-        ex.calls += 1
-        member.balancer.started(member.index)
-        if self.events.active:
-            self.events.emit(Event("attempt_start", member.name, ex.calls, self._elapsed(ex)))
-        deadline = ex.deadline.child(member.spec.timeouts.total)
-        return Try(member, self._clock(), deadline, ex.calls, member.breaker.generation)
-
-    def _succeeded(self, ex: Execution[object], t: Try) -> None:
-        member = t.member
-        latency = self._clock() - t.started
-        member.balancer.finished(member.index, latency)
-        ex.route.attempts.append(Attempt(member.name, None, latency))
-        ex.route.backend = member.name
-        member.breaker.record_success(t.generation)
-        if self.events.active:
-            self.events.emit(Event("success", member.name, t.number, self._elapsed(ex)))
-
-    def cancelled(self, ex: Execution[object], t: Try) -> None:
-        """A hedged attempt lost the race and was cancelled (not the backend's fault)."""
-        t.member.balancer.finished(t.member.index, None)
-        error = HedgeLostError("cancelled: another backend answered first", backend=t.member.name)
-        ex.route.attempts.append(Attempt(t.member.name, error, self._clock() - t.started))
+    async def next_call(self, ex: Execution) -> Try:
+        """Perform the execution's steps up to its next call: sleep when it says to wait,
+        raise when it gives up."""
+        while True:
+            step = next_step(ex)
+            if isinstance(step, Call):
+                return step.attempt
+            if isinstance(step, Wait):
+                await self._sleep(step.seconds)
+            else:
+                raise step.error
 
     # -- requests -------------------------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatCompletion:
+        # if async
         if self.hedge is not None:
             return await ahedged_chat(self, request)
-        ex = self._start(request)
+        # endif
+        ex = self.start(request)
         while True:
-            member = await self._next(ex)
-            t = self._begin(ex, member)
+            t = await self.next_call(ex)
             try:
-                completion = await member.backend.chat(request, t.deadline)
-            except BackendError as exc:
-                self._failed(ex, t, exc)
+                completion = await t.member.backend.chat(request, t.deadline)
+            except (BackendError, InvalidRequestError) as exc:
+                record(ex, t, exc)
                 continue
-            except InvalidRequestError as exc:
-                self._unsupported(ex, t, exc)
-                continue
-            self._succeeded(ex, t)
+            except BaseException:
+                abandoned(ex, t)
+                raise
+            record(ex, t)
+            # if async
             self.observe_latency(self._clock() - t.started)
+            # endif
             completion.route = ex.route
             return completion
 
-    async def open_stream(self, ex: Execution[object]) -> tuple[Try, AsyncChunkSource]:
+    async def open_stream(self, ex: Execution) -> tuple[Try, AsyncChunkSource]:
         """Open the stream on the next backend that answers; failures move along the chain."""
         while True:
-            member = await self._next(ex)
-            t = self._begin(ex, member)
+            t = await self.next_call(ex)
             try:
-                source = await member.backend.chat_stream(ex.request, t.deadline)
-            except BackendError as exc:
-                self._failed(ex, t, exc)
+                source = await t.member.backend.chat_stream(ex.request, t.deadline)
+            except (BackendError, InvalidRequestError) as exc:
+                record(ex, t, exc)
                 continue
-            except InvalidRequestError as exc:
-                self._unsupported(ex, t, exc)
-                continue
-            ex.route.backend = member.name
+            except BaseException:
+                abandoned(ex, t)
+                raise
+            ex.route.backend = t.member.name
             return t, source
 
     async def stream(self, request: ChatRequest) -> AsyncStream:
+        # if async
         if self.hedge is not None:
             return await ahedged_stream(self, request)
-        ex = self._start(request)
+        # endif
+        ex = self.start(request)
         t, source = await self.open_stream(ex)
         return AsyncStream(self, ex, t, source)
 
-    def stream_failed(self, ex: Execution[object], t: Try, error: BackendError) -> None:
-        """A stream broke before any content reached the caller: move along the chain."""
-        ex.route.backend = ""
-        self._failed(ex, t, error)
-
-    def stream_failed_late(self, ex: Execution[object], t: Try, error: BackendError) -> None:
-        """A stream broke after content reached the caller: record it; nothing is retried."""
-        self._record_failure(ex, t, error)
-
-    def stream_done(self, ex: Execution[object], t: Try) -> None:
-        """A stream finished (or was closed by the caller)."""
-        self._succeeded(ex, t)
-
+    # if async
     def observe_latency(self, seconds: float) -> None:
         """A time to first token (streams) or to the answer: feeds the hedging delay."""
         self._latencies.append(seconds)
@@ -511,6 +294,7 @@ class AsyncRouter:
         ordered = sorted(self._latencies)
         return ordered[min(int(len(ordered) * 0.95), len(ordered) - 1)]
 
+    # endif
     # -- models ---------------------------------------------------------------------------
 
     async def list_models(self) -> ModelList:

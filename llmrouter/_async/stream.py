@@ -1,19 +1,33 @@
-"""A streamed chat response that fails over until its first content reaches the caller."""
+"""A streamed chat response that fails over until its first content reaches the caller.
+
+What happens after a failure is decided by :mod:`llmrouter.execution`; the stream records what
+it saw there and asks its opener (the router) for the next backend's stream.
+"""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from llmrouter._accumulate import ChunkAccumulator
+from llmrouter.backends.interfaces import AsyncChunkSource
 from llmrouter.errors import BackendError, StreamInterruptedError
+from llmrouter.execution import Execution, Try, record
 from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
-if TYPE_CHECKING:
-    from llmrouter._async.router import AsyncChunkSource, AsyncRouter, Execution, Try
+__all__ = ["AsyncStream", "AsyncStreamOpener"]
 
-__all__ = ["AsyncStream"]
+
+class AsyncStreamOpener(Protocol):
+    """What a stream needs of its router: the next backend's stream, after a failure."""
+
+    async def open_stream(self, ex: Execution[Any]) -> tuple[Try[Any], AsyncChunkSource]: ...
+
+    # if async
+    def observe_latency(self, seconds: float) -> None: ...
+
+    # endif
 
 
 class AsyncStream:
@@ -29,9 +43,9 @@ class AsyncStream:
 
     def __init__(
         self,
-        router: AsyncRouter,
-        ex: Execution[object],
-        attempt: Try,
+        router: AsyncStreamOpener,
+        ex: Execution[Any],
+        attempt: Try[Any],
         source: AsyncChunkSource,
     ) -> None:
         self._router = router
@@ -67,12 +81,14 @@ class AsyncStream:
             except BackendError as exc:
                 await self._recover(exc)
                 continue
+            # if async
             if not self._acc.delivered:
                 self._acc.add(chunk)
                 if self._acc.delivered:  # the first content: time to first token
-                    self._router.observe_latency(self._router.now() - self._try.started)
-            else:
-                self._acc.add(chunk)
+                    self._router.observe_latency(self._ex.clock() - self._try.started)
+                return chunk
+            # endif
+            self._acc.add(chunk)
             return chunk
 
     async def _recover(self, exc: BackendError) -> None:
@@ -80,7 +96,7 @@ class AsyncStream:
         await self._source.aclose()
         if self._acc.delivered:
             self._closed = True
-            self._router.stream_failed_late(self._ex, self._try, exc)
+            record(self._ex, self._try, exc, after_content=True)
             raise StreamInterruptedError(
                 f"stream interrupted after {len(self._acc.text)} characters: {exc.message}",
                 backend=self._try.member.name,
@@ -88,7 +104,7 @@ class AsyncStream:
                 partial_tool_calls=self._acc.tool_call_list(),
             ) from exc
         try:
-            self._router.stream_failed(self._ex, self._try, exc)
+            record(self._ex, self._try, exc)
             self._try, self._source = await self._router.open_stream(self._ex)
         except BaseException:
             self._closed = True
@@ -97,7 +113,7 @@ class AsyncStream:
     def _finish(self) -> None:
         if not self._closed:
             self._closed = True
-            self._router.stream_done(self._ex, self._try)
+            record(self._ex, self._try)
 
     async def aclose(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""

@@ -11,7 +11,7 @@ from typing_extensions import Unpack
 
 from llmrouter._sync.router import Router
 from llmrouter._sync.stream import Stream
-from llmrouter._hedge import check_hedge
+
 from llmrouter._http import SyncHTTPTransport
 from llmrouter._request import CreateParams, ParseParams, build_request
 from llmrouter._structured import parse_completion, response_format_for
@@ -53,7 +53,7 @@ class Completions:
     def create(
         self, *, messages: Iterable[Any], stream: bool = False, **kwargs: Unpack[CreateParams]
     ) -> ChatCompletion | Stream:
-        """Create a chat completion, as ``openai.AsyncOpenAI().chat.completions.create``.
+        """Create a chat completion, as ``openai.OpenAI().chat.completions.create``.
 
         Args:
             messages: the conversation, as OpenAI message dicts.
@@ -110,7 +110,7 @@ class Models:
 
 
 class Client:
-    """An OpenAI-shaped async client over one backend or a failover chain.
+    """An OpenAI-shaped client over one backend or a failover chain.
 
     Args:
         url: backend URLs, comma-separated in failover order (``"vllm://a:8000, openai://"``).
@@ -128,11 +128,7 @@ class Client:
             after 5 consecutive failures or a 50 % failure rate over 20 calls, 30 s cooldown).
         on_event: called with every :class:`~llmrouter.events.Event` (attempts, retries,
             failovers, breaker changes); must be quick and must not raise.
-        hedge: send the request to the next backend too when the first has not answered
-            (for a stream: produced content) after this many seconds, or after the p95 of
-            recent times to first token with ``"p95"``; the first answer wins, the other is
-            cancelled. Async only; spends the retry budget.
-        transport: the HTTP transport (default: aiohttp; ``SyncHTTPTransport`` for httpx2).
+        transport: the HTTP transport (default: httpx2).
         state: where breaker, health and retry-budget state lives: ``"redis://host:6379/0"``
             (shared by every client using it, across processes and machines; needs
             ``llmrouter[redis]``), a state store object, or ``"memory://"``. Default:
@@ -153,7 +149,6 @@ class Client:
         balancing: Strategy = "least_outstanding",
         circuit_breaker: Callable[[], CircuitBreaker] | None = None,
         on_event: Callable[[Event], None] | None = None,
-        hedge: float | Literal["p95"] | None = None,
         transport: SyncHTTPTransport | None = None,
         state: str | StateStore | MemoryState | None = None,
     ) -> None:
@@ -161,7 +156,6 @@ class Client:
             raise ConfigError("give either url or backends, not both")
         if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
             raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
-        check_hedge(hedge)
         chain = resolve_chain(backends if backends is not None else url)
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
         if balancing not in ("least_outstanding", "round_robin", "latency"):
@@ -178,7 +172,6 @@ class Client:
             balancing=balancing,
             breaker_factory=circuit_breaker,
             events=EventSink(on_event),
-            hedge=hedge,
             state=store,
             owns_state=store is not None and not isinstance(state, StateStore),
         )

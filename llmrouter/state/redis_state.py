@@ -39,7 +39,7 @@ from typing import Any, TypeVar, cast
 
 from llmrouter.config import _redact_userinfo
 from llmrouter.policy import Balancer, CircuitBreaker, RetryBudget
-from llmrouter.state import key_id, parse_state_url
+from llmrouter.state.keys import key_id, parse_state_url
 from llmrouter.state.shared import (
     FLUSH_INTERVAL,
     STALE_AFTER,
