@@ -85,6 +85,7 @@ _KEYWORDS = [
 # Parameters that exist on the async twin only: their docstring ``Args:`` entries are dropped.
 ASYNC_ONLY_ARGS = ("hedge",)
 _ASYNC_ONLY_BLOCK = re.compile(r"^[ \t]*# if async[ \t]*\n(?:.*\n)*?[ \t]*# endif[ \t]*\n", re.M)
+_MARKER = re.compile(r"^[ \t]*(# if async|# endif)[ \t]*$", re.M)
 _ASYNC_ONLY_ARG = re.compile(
     r"^(?P<indent>[ \t]+)(?:" + "|".join(ASYNC_ONLY_ARGS) + r"): .*\n(?:(?P=indent)[ \t]+\S.*\n)*",
     re.M,
@@ -120,6 +121,10 @@ _PROSE = re.compile("|".join(sorted(map(re.escape, PROSE), key=len, reverse=True
 def unasync_text(text: str, source: str) -> str:
     """The sync twin of one async source file."""
     text = _ASYNC_ONLY_BLOCK.sub("", text)
+    stray = _MARKER.search(text)
+    if stray:
+        line = text.count("\n", 0, stray.start()) + 1
+        raise SystemExit(f"unasync: {source}: unmatched {stray.group(1)!r} (around line {line})")
     text = _DOCSTRING.sub(lambda m: _ASYNC_ONLY_ARG.sub("", m.group(0)), text)
     for pattern, replacement in _KEYWORDS:
         text = pattern.sub(replacement, text)

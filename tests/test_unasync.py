@@ -98,6 +98,11 @@ def test_async_only_blocks_are_dropped() -> None:
     assert "a: a number." in out and "openai.OpenAI()" in out
 
 
+def test_an_unmatched_marker_stops_the_generator() -> None:
+    with pytest.raises(SystemExit, match="unmatched '# if async'"):
+        unasync.unasync_text("x = 1\n# if async\ny = 2\n", "x.py")
+
+
 def test_the_sync_client_has_no_hedging() -> None:
     assert "hedge" not in inspect.signature(llmrouter.Client).parameters
     assert "hedge" in inspect.signature(llmrouter.AsyncClient).parameters
