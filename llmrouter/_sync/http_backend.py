@@ -132,8 +132,8 @@ class HTTPBackend:
 
     def _prepare(self) -> None:
         # A codec that must do blocking work before building requests (SageMaker: resolving
-        # and refreshing AWS credentials) says so cheaply; the async client does that work in
-        # a worker thread so the event loop never blocks.
+        # and refreshing AWS credentials) says so cheaply; this client does that work in
+        # the caller's thread.
         needs = getattr(self._codec, "needs_prepare", None)
         if needs is not None and needs(self.spec):
             thread_call(lambda: self._codec.prepare(self.spec))
