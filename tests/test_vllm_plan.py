@@ -22,7 +22,11 @@ HI = [{"role": "user", "content": "hi"}]
 
 def test_scheme_with_plus_local_is_its_own_scheme() -> None:
     spec = parse_backend("vllm+local:///models/llama?tensor_parallel_size=2&enforce_eager=true")
-    assert (spec.kind, spec.scheme, spec.location) == ("llmrouter.backends.vllm_engine", "vllm+local", "/models/llama")
+    assert (spec.kind, spec.scheme, spec.location) == (
+        "llmrouter.backends.vllm_engine",
+        "vllm+local",
+        "/models/llama",
+    )
     assert vllm_engine.engine_kwargs(spec) == {
         "model": "/models/llama",
         "tensor_parallel_size": 2,
