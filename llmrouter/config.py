@@ -61,6 +61,8 @@ COMMON_OPTIONS = frozenset(
         "name",
         "max_context",
         "health",
+        "embedding_space",
+        "embed_batch",
     }
 )
 
@@ -210,6 +212,10 @@ def parse_backend(url: str, env: Mapping[str, str] | None = None) -> BackendSpec
         else None,
         health_interval=_number("health", query["health"]) if "health" in query else None,
         options=tuple(sorted(options.items())),
+        embedding_space=query.get("embedding_space") or None,
+        embed_batch=int(_number("embed_batch", query["embed_batch"], integer=True, minimum=1))
+        if "embed_batch" in query
+        else None,
     )
     if decl.location == "name":
         if not netloc + parts.path and decl.location_hint:

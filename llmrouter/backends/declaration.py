@@ -153,7 +153,12 @@ class BackendDeclaration:
         configure: an optional hook ``(spec, url, env) -> spec`` for what data cannot say
             (Azure's deployment path, Ollama's ``OLLAMA_HOST``); raise ``ConfigError`` there.
         default_address: an optional ``env -> (host, port)`` for URLs without a host.
-        embeddings: the backend serves embeddings (reserved for the embeddings endpoint).
+        embeddings: the backend serves embeddings (``client.embeddings.create``); without it
+            an embeddings request skips the backend.
+        embeddings_codec: for HTTP backends that embed, the module (or object, or import
+            path) defining ``EMBED_LIMITS``, ``build_embed`` and ``parse_embed`` (see
+            ``docs/plugins.md``); ``None``: the backend's ``codec`` defines them. Engines
+            implement ``embed(request, deadline)`` instead.
         module: the module that declares it (filled in by the registry).
     """
 
@@ -177,6 +182,7 @@ class BackendDeclaration:
         default=None, repr=False, compare=False
     )
     embeddings: bool = False
+    embeddings_codec: ModuleType | object | str | None = None
     module: str = field(default="", compare=False)
 
     @property

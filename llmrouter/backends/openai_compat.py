@@ -224,6 +224,7 @@ BACKENDS = (
         default_path="",
         capabilities=CAPABILITIES,
         embeddings=True,
+        embeddings_codec="llmrouter.backends.openai_embed",
     ),
     BackendDeclaration(
         "https",
@@ -232,6 +233,7 @@ BACKENDS = (
         transport="https",
         capabilities=CAPABILITIES,
         embeddings=True,
+        embeddings_codec="llmrouter.backends.openai_embed",
     ),
     BackendDeclaration(
         "openai",
@@ -243,6 +245,7 @@ BACKENDS = (
         configure=_openai_configure,
         capabilities=CAPABILITIES,
         embeddings=True,
+        embeddings_codec="llmrouter.backends.openai_embed",
     ),
     BackendDeclaration(
         "vllm",
@@ -251,6 +254,7 @@ BACKENDS = (
         key_env="VLLM_API_KEY",
         capabilities=CAPABILITIES,
         embeddings=True,
+        embeddings_codec="llmrouter.backends.openai_embed",
     ),
     BackendDeclaration(
         "llamacpp",
@@ -259,5 +263,6 @@ BACKENDS = (
         key_env="LLAMA_API_KEY",
         capabilities=CAPABILITIES,
         embeddings=True,
+        embeddings_codec="llmrouter.backends.openai_embed",
     ),
 )

@@ -35,6 +35,7 @@ __all__ = [
     "codec_of",
     "declaration",
     "declarations_in",
+    "embeddings_codec_of",
     "engine_class",
     "known_schemes",
     "plugin_schemes",
@@ -193,6 +194,19 @@ def codec_of(decl: BackendDeclaration, where: str = "") -> Any:
     codec = decl.codec
     if isinstance(codec, str):
         return _import(codec, where or f"{decl.scheme}://")
+    return codec
+
+
+def embeddings_codec_of(decl: BackendDeclaration) -> Any:
+    """The embeddings codec of an HTTP backend that embeds (``decl.embeddings_codec``, else
+    its chat codec), imported on first use; ``None`` for a backend that does not embed."""
+    if not decl.embeddings:
+        return None
+    codec = decl.embeddings_codec
+    if codec is None:
+        return codec_of(decl)
+    if isinstance(codec, str):
+        return _import(codec, f"{decl.scheme}://")
     return codec
 
 

@@ -89,6 +89,11 @@ class BackendSpec:
         max_context: the declared context window, when given.
         health_interval: active health probing period in seconds, when given.
         options: the backend's own query options (validated strings, defaults filled in).
+        embedding_space: the embedding space this backend's vectors belong to
+            (``?embedding_space=``): backends that declare the same one may take over each
+            other's embeddings requests although their model names differ.
+        embed_batch: at most this many inputs per embeddings request (``?embed_batch=``),
+            below the backend's own limit.
         instance: a ready-made backend object given to ``Client(backends=[...])``, used as is.
     """
 
@@ -106,6 +111,8 @@ class BackendSpec:
     max_context: int | None = None
     health_interval: float | None = None
     options: tuple[tuple[str, str], ...] = ()
+    embedding_space: str | None = None
+    embed_batch: int | None = None
     instance: object | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
