@@ -27,6 +27,7 @@ RENAMES = {
     "AsyncClient": "Client",
     "AsyncCompletions": "Completions",
     "AsyncChat": "Chat",
+    "AsyncEmbeddings": "Embeddings",
     "AsyncModels": "Models",
     "AsyncRouter": "Router",
     "AsyncStream": "Stream",
