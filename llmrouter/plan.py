@@ -4,7 +4,9 @@ Every number comes from a pure function of its inputs, so the arithmetic can be 
 
 * weights: ``parameters x bits per weight / 8`` bytes;
 * KV cache: ``2 (K and V) x layers x KV heads x head dim x bytes per element`` bytes per token,
-  times the context and the number of sequences held at once;
+  times the context and the number of sequences held at once (the concurrency: requests being
+  generated together). Stated, the plan is sized for it; not stated, the plan is sized for one
+  sequence and says so loudly, with how many sequences each fit has room for;
 * GPUs: the smallest tensor-parallel size (1, 2, 4 or 8) whose memory, times a headroom factor
   (the share left for weights and KV cache after activations and the CUDA context), holds both;
 * cost: ``$/GPU-hour x GPUs x 730`` hours a month, against an API's ``$/M tokens`` for a stated
@@ -319,6 +321,9 @@ class GpuFit:
     usable_gb: float | None
     monthly_usd: float | None
     break_even_requests_per_day: float | None
+    #: How many sequences of the plan's context the usable memory holds at once, beside the
+    #: weights (``None``: the KV cache is not counted, or the GPU does not fit).
+    max_sequences: int | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,8 @@ class Plan:
     api_monthly_usd: float | None = None
     cheapest: GpuFit | None = None
     notes: list[str] = field(default_factory=list)
+    #: Whether ``sequences`` was stated; otherwise the plan holds one sequence (see ``notes``).
+    sequences_stated: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (infinite break-evens become ``None``)."""
@@ -366,16 +373,23 @@ def make_plan(
     gpus: list[Gpu],
     *,
     context: int,
-    sequences: int = 1,
+    sequences: int | None = None,
     headroom: float = 0.9,
     load: Load | None = None,
     api: ApiPrice | None = None,
 ) -> Plan:
-    """Memory, fit and (with a load and an API price) cost for ``model`` on each GPU."""
-    if not 0 < headroom <= 1:
+    """Memory, fit and (with a load and an API price) cost for ``model`` on each GPU.
+
+    ``sequences`` is the concurrency to size the KV cache for; ``None`` sizes it for one
+    sequence and adds a note (the first) saying so and how many each fit has room for.
+    """
+    if not 0 < headroom <= 1:  # nan fails this too
         raise ConfigError(f"headroom {headroom}: expected a fraction in (0, 1]")
+    stated = sequences is not None
+    sequences = 1 if sequences is None else sequences
     if context <= 0 or sequences <= 0:
         raise ConfigError("context and sequences must be positive")
+    _check_finite(load, api)
     notes: list[str] = []
     weights = weights_gb(model.params_b, precision.bits)
     per_token: float | None = None
@@ -395,21 +409,28 @@ def make_plan(
     for gpu in gpus:
         count = gpus_needed(total, gpu.memory_gb, headroom)
         monthly = monthly_gpu_cost(gpu.usd_per_hour, count) if count else None
+        usable = count * gpu.memory_gb * headroom if count else None
+        room = None
+        if usable is not None and per_token:
+            room = math.floor((usable - weights) / kv_cache_gb(per_token, context) + 1e-9)
         fits.append(
             GpuFit(
                 gpu,
                 count,
-                count * gpu.memory_gb * headroom if count else None,
+                usable,
                 monthly,
                 break_even_requests_per_day(monthly, per_request)
                 if monthly is not None and per_request is not None
                 else None,
+                room,
             )
         )
     fitting = [f for f in fits if f.monthly_usd is not None]
     cheapest = min(fitting, key=lambda f: f.monthly_usd or 0.0) if fitting else None
     if not fitting:
         notes.append(f"fits on no listed GPU with up to {TP_SIZES[-1]} GPUs of one node")
+    if not stated and per_token is not None:
+        notes.insert(0, _one_sequence_note(cheapest, total, context))
     if model.kv_heads and cheapest and cheapest.count and model.kv_heads < cheapest.count:
         notes.append(
             f"{model.kv_heads} KV heads over {cheapest.count} GPUs: engines replicate KV heads, "
@@ -422,6 +443,7 @@ def make_plan(
         context=context,
         sequences=sequences,
         headroom=headroom,
+        sequences_stated=stated,
         weights_gb=weights,
         kv_bytes_per_token=per_token,
         kv_cache_gb=kv,
@@ -433,4 +455,37 @@ def make_plan(
         api_monthly_usd=monthly_api_cost(load, api) if load and api else None,
         cheapest=cheapest,
         notes=notes,
+    )
+
+
+def _check_finite(load: Load | None, api: ApiPrice | None) -> None:
+    """A load and prices are finite, non-negative numbers (``nan`` and ``inf`` are refused)."""
+    values: list[tuple[str, float]] = []
+    if load is not None:
+        values += [
+            ("requests per day", load.requests_per_day),
+            ("input tokens", load.input_tokens),
+            ("output tokens", load.output_tokens),
+        ]
+    if api is not None:
+        values += [("API input price", api.input_per_m), ("API output price", api.output_per_m)]
+    for what, value in values:
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{what} {value}: expected a finite number, 0 or more")
+
+
+def _one_sequence_note(cheapest: GpuFit | None, total: float, context: int) -> str:
+    """The loud note of a plan whose concurrency was not stated."""
+    head = (
+        f"SIZED FOR ONE SEQUENCE: the KV cache holds 1 sequence of {context:,} tokens at once, "
+        "whatever the load"
+    )
+    advice = "give --sequences N (the requests served at once) to size for your load"
+    if cheapest is None or cheapest.usable_gb is None or cheapest.max_sequences is None:
+        return f"{head}; {advice}"
+    left = cheapest.usable_gb - total
+    return (
+        f"{head}; the cheapest fit ({cheapest.count} x {cheapest.gpu.name}) has {left:.2f} GB "
+        f"left after it, room for {cheapest.max_sequences} such sequence(s) at once in all "
+        f"(column SEQS); {advice}"
     )

@@ -95,7 +95,14 @@ def test_parse_count() -> None:
 def test_make_plan_puts_it_together() -> None:
     load = Load(10_000, 1000, 250)
     plan = make_plan(
-        LLAMA_70B, FP8, FP16, [H100, L4], context=8192, load=load, api=ApiPrice("x", 0.15, 0.6)
+        LLAMA_70B,
+        FP8,
+        FP16,
+        [H100, L4],
+        context=8192,
+        sequences=1,
+        load=load,
+        api=ApiPrice("x", 0.15, 0.6),
     )
     assert plan.weights_gb == pytest.approx(70.55)
     assert plan.kv_cache_gb == pytest.approx(327680 * 8192 / 1e9)  # 2.684 GB
@@ -107,7 +114,9 @@ def test_make_plan_puts_it_together() -> None:
     assert plan.cheapest is l4 and l4.monthly_usd == pytest.approx(2336.0)
     assert l4.break_even_requests_per_day == pytest.approx(2336.0 / (DAYS_PER_MONTH * 0.0003))
     assert plan.api_monthly_usd == pytest.approx(91.25)
-    assert plan.notes == []
+    assert plan.notes == []  # one sequence, as stated
+    # Room beside the 70.55 GB of weights, 2.684 GB a sequence: (144 - 70.55) / 2.684 = 27.4.
+    assert (h100.max_sequences, l4.max_sequences) == (27, 5)  # (86.4 - 70.55) / 2.684 = 5.9
     data = plan.as_dict()
     assert json.loads(json.dumps(data))["fits"][1]["count"] == 4
 
@@ -122,7 +131,14 @@ def test_make_plan_notes_what_it_could_not_count() -> None:
     assert any("exceeds the model's maximum" in n for n in huge.notes)
     assert any("fits on no listed GPU" in n for n in huge.notes)
     free = make_plan(
-        LLAMA_8B, FP16, FP16, [H100], context=8192, load=Load(1, 1, 1), api=ApiPrice("f", 0, 0)
+        LLAMA_8B,
+        FP16,
+        FP16,
+        [H100],
+        context=8192,
+        sequences=1,
+        load=Load(1, 1, 1),
+        api=ApiPrice("f", 0, 0),
     )
     assert free.fits[0].break_even_requests_per_day == math.inf
     assert free.as_dict()["fits"][0]["break_even_requests_per_day"] is None  # JSON has no inf
@@ -172,3 +188,74 @@ def test_load_data_with_a_file(tmp_path: Path) -> None:
             load_data(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_data(tmp_path / "missing.json")
+
+
+A100 = Gpu("a100-80gb", "A100 80GB", 80, 1.79)
+
+
+def test_an_unstated_concurrency_is_said_loudly() -> None:
+    """The issue's example: 70B fp16 on 2x A100 80GB leaves 0.22 GB, so no second sequence."""
+    load = Load(10_000, 1000, 250)
+    plan = make_plan(LLAMA_70B, FP16, FP16, [A100], context=8192, load=load)
+    assert not plan.sequences_stated and plan.sequences == 1
+    fit = plan.fits[0]
+    assert fit.count == 2 and fit.usable_gb is not None
+    assert fit.usable_gb - plan.total_gb == pytest.approx(0.22, abs=0.005)
+    assert fit.max_sequences == 1  # (144 - 141.1) / 2.684 = 1.08: not even a second one
+    assert plan.notes[0].startswith("SIZED FOR ONE SEQUENCE")
+    assert "0.22 GB" in plan.notes[0] and "room for 1" in plan.notes[0]
+    assert "--sequences" in plan.notes[0]
+    assert plan.as_dict()["sequences_stated"] is False
+
+
+def test_a_stated_concurrency_sizes_the_kv_cache() -> None:
+    plan = make_plan(LLAMA_70B, FP16, FP16, [A100], context=8192, sequences=32)
+    assert plan.sequences_stated
+    assert plan.kv_cache_gb == pytest.approx(32 * 327680 * 8192 / 1e9)  # 85.9 GB
+    fit = plan.fits[0]
+    assert fit.count == 4  # 227 GB: more than 2 x 72, within 4 x 72
+    assert fit.max_sequences is not None and fit.max_sequences >= 32  # (288 - 141.1) / 2.684
+    assert fit.max_sequences == 54
+    assert not any("ONE SEQUENCE" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_make_plan_refuses_non_finite_numbers(bad: float) -> None:
+    price = ApiPrice("x", 0.15, 0.6)
+    for load, api in [(Load(bad, 1000, 250), price), (Load(1, 1, 1), ApiPrice("x", bad, 0.6))]:
+        with pytest.raises(ConfigError, match="finite"):
+            make_plan(LLAMA_8B, FP16, FP16, [H100], context=8192, load=load, api=api)
+    with pytest.raises(ConfigError, match="headroom"):
+        make_plan(LLAMA_8B, FP16, FP16, [H100], context=8192, headroom=bad)
+
+
+@pytest.mark.parametrize(
+    "option", ["--requests-per-day", "--headroom", "--api-input-price", "--api-output-price"]
+)
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_plan_command_refuses_non_finite_numbers(
+    option: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmrouter.cli import main
+
+    # Valid values first; the bad one, given last, wins (argparse keeps the last).
+    args = ["plan", "llama-3.1-8b", "--requests-per-day", "100"]
+    args += ["--api-input-price", "1", "--api-output-price", "1", f"{option}={bad}"]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr()
+    assert f"argument {option}: {bad!r} is not a finite number" in err.err
+    assert "$nan" not in err.out and "$inf" not in err.out
+
+
+def test_plan_command_prints_the_concurrency_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmrouter.cli import main
+
+    assert main(["plan", "llama-3.1-70b", "--gpu", "a100-80gb", "--requests-per-day", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert "!! ONE sequence at once" in out and "SEQS" in out
+    assert "SIZED FOR ONE SEQUENCE" in out
+    assert main(["plan", "llama-3.1-70b", "--gpu", "a100-80gb", "--concurrency", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "x 32 sequences" in out and "ONE sequence" not in out and "SIZED FOR" not in out

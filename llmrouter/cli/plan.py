@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "run"]
 
 
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` parse as floats; refused here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -42,22 +53,27 @@ def add_parser(
     memory.add_argument("--kv-precision", default="fp16", help="KV-cache element type (fp16)")
     memory.add_argument("--context", type=int, default=8192, help="tokens per sequence (8192)")
     memory.add_argument(
-        "--sequences", type=int, default=1, help="sequences in the KV cache at once (1)"
+        "--sequences",
+        "--concurrency",
+        dest="sequences",
+        type=int,
+        help="sequences in the KV cache at once: the requests served together (not given: "
+        "sized for 1, and the plan says so and how many each GPU has room for)",
     )
     memory.add_argument(
         "--headroom",
-        type=float,
+        type=_finite,
         default=0.9,
         help="share of GPU memory for weights and KV cache (0.9, vLLM's default)",
     )
     memory.add_argument("--gpu", action="append", help="only this GPU (repeatable; --list)")
     cost = plan.add_argument_group("cost")
-    cost.add_argument("--requests-per-day", type=float, help="the load (turns cost on)")
+    cost.add_argument("--requests-per-day", type=_finite, help="the load (turns cost on)")
     cost.add_argument("--input-tokens", type=int, default=1000, help="per request (1000)")
     cost.add_argument("--output-tokens", type=int, default=250, help="per request (250)")
     cost.add_argument("--api", default="gpt-4o-mini", help="API price preset (gpt-4o-mini)")
-    cost.add_argument("--api-input-price", type=float, help="API $ per million input tokens")
-    cost.add_argument("--api-output-price", type=float, help="API $ per million output tokens")
+    cost.add_argument("--api-input-price", type=_finite, help="API $ per million input tokens")
+    cost.add_argument("--api-output-price", type=_finite, help="API $ per million output tokens")
     plan.add_argument("--prices", help="JSON file merged over the packaged specs and prices")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -229,12 +245,20 @@ def _text(plan: Plan, data: PlanData, *, preset: bool) -> str:
             f"{'':26}bytes/token = 2 (K, V) x {m.layers} layers x {m.kv_heads} KV heads "
             f"x {m.head_dim} head dim x {kvq.bits / 8:g} bytes ({kvq.name})",
         ]
+        if not plan.sequences_stated:
+            lines.append(
+                f"{'':26}!! ONE sequence at once, whatever the load: no --sequences given "
+                "(see SEQS and the notes)"
+            )
     lines.append(
         f"  total     {plan.total_gb:9.2f} GB  each GPU gives {plan.headroom:.0%} of its memory "
         "to weights and KV cache"
     )
     costed = plan.load is not None
+    counted = plan.kv_bytes_per_token is not None
     headers = ["GPU", "MEMORY", "GPUS", "USABLE", "$/HOUR", "$/MONTH"]
+    if counted:
+        headers.insert(4, "SEQS")
     if costed:
         headers.append("BREAK-EVEN REQ/DAY")
     rows = []
@@ -247,15 +271,22 @@ def _text(plan: Plan, data: PlanData, *, preset: bool) -> str:
             f"{fit.gpu.usd_per_hour:.2f}",
             _usd(fit.monthly_usd) if fit.monthly_usd is not None else "-",
         ]
+        if counted:
+            row.insert(4, "-" if fit.max_sequences is None else f"{fit.max_sequences:,}")
         if costed:
             b = fit.break_even_requests_per_day
             row.append("-" if b is None else ("never" if math.isinf(b) else f"{b:,.0f}"))
         rows.append(row)
-    lines += ["", render(headers, rows, right=(1, 2, 3, 4, 5, 6))]
+    lines += ["", render(headers, rows, right=tuple(range(1, len(headers))))]
     lines.append(
         "  GPUS: the smallest tensor-parallel size (1, 2, 4, 8) that fits; "
         "$/MONTH: $/hour x GPUs x 730 h"
     )
+    if counted:
+        lines.append(
+            f"  SEQS: sequences of {plan.context:,} tokens the usable memory holds at once "
+            "beside the weights"
+        )
     if plan.load is not None and plan.api is not None:
         lines += ["", *_cost_lines(plan)]
     if plan.notes:
