@@ -143,9 +143,32 @@ def resolve_model_path(spec: BackendSpec) -> str:
             f"local://{location}: expected local://smollm2, local:///path/model.gguf, "
             "or a hub repository with a file pattern: local://org/repo?file=*Q4_K_M.gguf"
         )
-    if not os.path.isfile(path):
-        raise ConfigError(f"local://{location}: model file not found: {path}")
+    _check_gguf(f"local://{location}", path)
     return path
+
+
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file (the GGUF spec's header)
+
+
+def _check_gguf(url: str, path: str) -> None:
+    """:class:`ConfigError` unless ``path`` is a readable GGUF file (never llama.cpp's raw
+    ``ValueError``: a relative path such as ``../../etc/passwd`` may name any file)."""
+    resolved = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{url}: model file not found: {resolved}")
+    if os.path.isdir(path):
+        raise ConfigError(f"{url}: {resolved} is a directory; expected a .gguf model file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{url}: {resolved} is not a regular file; expected a .gguf model file")
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"{url}: cannot read {resolved} ({exc.strerror})") from None
+    if magic != GGUF_MAGIC:
+        raise ConfigError(
+            f"{url}: {resolved} is not a GGUF model file (it does not start with {GGUF_MAGIC!r})"
+        )
 
 
 class _Cancelled(Exception):
@@ -216,7 +239,10 @@ class LlamaEngine:
         self.model_name = os.path.basename(path).removesuffix(".gguf")
         self.lock = threading.Lock()
         self.users = 0
-        self.llama: Any = _watched_llama()(model_path=path, **kwargs)
+        try:
+            self.llama: Any = _watched_llama()(model_path=path, **kwargs)
+        except ValueError as exc:  # llama.cpp's "Failed to load model from file": a bad GGUF
+            raise ConfigError(f"local://: llama.cpp could not load {path}: {exc}") from exc
         self.n_ctx: int = self.llama.n_ctx()
 
     @contextlib.contextmanager
@@ -254,7 +280,7 @@ class LlamaEngine:
             try:
                 result: dict[str, Any] = self.llama.create_chat_completion(**kwargs)
             except BackendTimeoutError as exc:
-                exc.partial_text = self._produced_text()  # type: ignore[attr-defined]
+                exc.partial_text = self._produced_text()
                 raise
             except _Cancelled:
                 raise BackendError("generation cancelled", backend=backend) from None
@@ -414,4 +440,5 @@ BACKEND = BackendDeclaration(
         Option("file", help="the GGUF file in a hub repository (a glob)"),
     ),
     capabilities=CAPABILITIES,
+    embeddings=True,
 )

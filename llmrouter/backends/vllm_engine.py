@@ -88,6 +88,7 @@ _FLOAT_ARGS = frozenset({"gpu_memory_utilization"})
 _BOOL_ARGS = frozenset({"enforce_eager", "trust_remote_code", "enable_prefix_caching"})
 _STR_ARGS = frozenset(
     {
+        "runner",
         "dtype",
         "distributed_executor_backend",
         "quantization",
@@ -274,6 +275,28 @@ def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
         "properties": {},
     }
     return params
+
+
+def _check_model_path(url: str, path: str) -> None:
+    """:class:`ConfigError` unless ``path`` is what vLLM loads from disk: a Hugging Face model
+    folder (with ``config.json``) or a GGUF file, never any file a relative path reaches."""
+    resolved = os.path.abspath(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"{url}: {resolved} has no config.json; expected a model folder")
+        return
+    if not os.path.exists(path):
+        raise ConfigError(f"{url}: model path not found: {resolved}")
+    try:
+        with open(path, "rb") as file:
+            gguf = file.read(4) == b"GGUF"
+    except OSError as exc:
+        raise ConfigError(f"{url}: cannot read {resolved} ({exc.strerror})") from None
+    if not gguf:
+        raise ConfigError(
+            f"{url}: {resolved} is neither a model folder nor a GGUF file; expected "
+            "vllm+local:///path/to/hf-model-folder or a hub id (ORG/MODEL)"
+        )
 
 
 def engine_kwargs(spec: BackendSpec) -> dict[str, Any]:
@@ -507,7 +530,7 @@ class VLLMEngine:
                 prompt_tokens = delta.prompt_tokens
                 reason = delta.finish_reason or reason
         except BackendTimeoutError as exc:
-            exc.partial_text = "".join(parts)  # type: ignore[attr-defined]
+            exc.partial_text = "".join(parts)
             raise
         return _completion(plan, "".join(parts), reason, prompt_tokens, tokens)
 
@@ -682,6 +705,8 @@ def acquire_engine(spec: BackendSpec) -> VLLMEngine:
         MissingDependencyError: vLLM is not installed.
     """
     kwargs = engine_kwargs(spec)
+    if spec.location.startswith(("/", ".", "~")):
+        _check_model_path(f"vllm+local://{spec.location}", kwargs["model"])
     if _in_spawn_bootstrap():
         marker = os.environ.get(_SPAWN_MARKER_ENV)
         if marker:
@@ -721,6 +746,8 @@ BACKEND = BackendDeclaration(
         Option("tokenizer"),
         Option("revision"),
         Option("download_dir"),
+        Option("runner", choices=("auto", "generate", "pooling"), help="pooling: embeddings"),
     ),
     capabilities=CAPABILITIES,
+    embeddings=True,
 )
