@@ -19,15 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "backends" / "capabilities.md"
 
 
-def rows() -> list[tuple[str, object]]:
+def rows() -> list[tuple[str, tuple[object, bool]]]:
     """``(label, capabilities)`` per module and capability set, in the index's order."""
     from llmrouter.backends import registry
 
-    groups: dict[tuple[str, object, str | None], list[str]] = {}
-    described: dict[tuple[str, object, str | None], str] = {}
+    groups: dict[tuple[str, tuple[object, bool], str | None], list[str]] = {}
+    described: dict[tuple[str, tuple[object, bool], str | None], str] = {}
     for scheme, module in registry.BUILTIN_SCHEMES.items():
         decl = registry.declaration(scheme)
-        key = (module, decl.capabilities, decl.default_host)  # presets: one row each
+        # presets: one row each; the embeddings column is the declaration's own flag
+        key = (module, (decl.capabilities, decl.embeddings), decl.default_host)
         groups.setdefault(key, []).append(scheme)
         described.setdefault(key, decl.description or module.rsplit(".", 1)[-1])
     out = []
@@ -54,12 +55,16 @@ def render() -> str:
         "`InvalidRequestError` before anything is sent; in a chain, that backend is skipped and",
         "the next one serves the request: a feature is never silently dropped.",
         "Plugins declare theirs the same way (see [Plugins](../plugins.md)).",
+        "The embeddings column is `BackendDeclaration.embeddings`: whether",
+        "`client.embeddings.create` can use the backend ([Embeddings](../embeddings.md));",
+        "an embeddings request skips the others.",
         "",
-        "| backend | " + " | ".join(names) + " |",
-        "| --- | " + " | ".join("---" for _ in names) + " |",
+        "| backend | " + " | ".join(names) + " | embeddings |",
+        "| --- | " + " | ".join("---" for _ in names) + " | --- |",
     ]
-    for label, caps in rows():
+    for label, (caps, embeds) in rows():
         cells = ["yes" if getattr(caps, n) else "no" for n in names]
+        cells.append("yes" if embeds else "no")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -287,3 +287,87 @@ def vllm_local_url(vllm_model: str) -> Iterator[str]:
     holder.models.list()  # starts the engine (~20 s)
     yield url
     holder.close()
+
+
+# -- embeddings: a llama.cpp server started with --embedding, and all-MiniLM-L6-v2 for vLLM --
+
+
+@pytest.fixture(scope="session")
+def llama_embed_server(gguf_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of llama-cpp-python's server with ``--embedding true`` on SmolLM2 (a decoder:
+    the server answers one vector per token, which the client mean-pools)."""
+    port = free_port()
+    log_path: Path = tmp_path_factory.mktemp("llama-embed") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                gguf_path,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "512",
+                "--embedding",
+                "true",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(proc, url + "/models", 120, "llama.cpp embedding server", log_path.read_text)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def embed_model() -> str:
+    """The all-MiniLM-L6-v2 folder (extracted once by scripts/make_embedding_model.py)."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "make_embedding_model.py"
+    spec = importlib.util.spec_from_file_location("make_embedding_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.ensure())
+
+
+@pytest.fixture(scope="session")
+def vllm_embed_server(embed_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of vLLM's OpenAI server serving all-MiniLM-L6-v2 as ``minilm``."""
+    port = free_port()
+    log_path: Path = tmp_path_factory.mktemp("vllm-embed") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                embed_model,
+                "--served-model-name",
+                "minilm",
+                "--runner",
+                "pooling",
+                "--max-model-len",
+                "256",
+                "--enforce-eager",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **VLLM_ENV},
+        )
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}/health", 300, "vLLM embed", log_path.read_text)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_process(proc, grace=30)

@@ -16,9 +16,11 @@ from llmrouter._concurrency import (
     athread_call,
     athread_iter,
 )
+from llmrouter._embed import EmbeddingRequest, from_vectors
 from llmrouter._request import ChatRequest
-from llmrouter.backends import llamacpp
+from llmrouter.backends import llamacpp, llamacpp_embed
 from llmrouter.config import BackendSpec
+from llmrouter.embeddings import CreateEmbeddingResponse, EmbedLimits
 from llmrouter.policy import Deadline
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -32,6 +34,9 @@ class AsyncLocalBackend:
         self.spec = spec
         self.name = spec.name
         self._engine: llamacpp.LlamaEngine | None = None
+        self._embedder: llamacpp_embed.LlamaEmbedder | None = None
+        #: What one embeddings request may carry (``llmrouter.backends.llamacpp_embed``).
+        self.embed_limits: EmbedLimits = llamacpp_embed.LIMITS
         self._lock = threading.Lock()
         #: The context window: declared, else the loaded engine's n_ctx.
         self.max_context: int | None = spec.max_context
@@ -76,6 +81,22 @@ class AsyncLocalBackend:
 
         return athread_iter(generate)
 
+    def _load_embedder(self) -> llamacpp_embed.LlamaEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = llamacpp_embed.acquire_embedder(self.spec)
+            return self._embedder
+
+    async def embed(self, request: EmbeddingRequest, deadline: Deadline) -> CreateEmbeddingResponse:
+        """One pooled, normalised vector per input (``llamacpp_embed``), in a worker thread on
+        the async client."""
+        embedder = self._embedder
+        if embedder is None:
+            embedder = await athread_call(self._load_embedder)
+        vectors, tokens = await athread_call(lambda: embedder.embed(request.input, self.name))
+        model = self.spec.model or request.model or embedder.model_name
+        return from_vectors(vectors, model, tokens)
+
     async def list_models(self, deadline: Deadline) -> ModelList:
         return llamacpp.model_list(await self._get_engine())
 
@@ -86,5 +107,8 @@ class AsyncLocalBackend:
     async def aclose(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None
+            embedder, self._embedder = self._embedder, None
         if engine is not None:
             llamacpp.release_engine(engine)
+        if embedder is not None:
+            llamacpp_embed.release_embedder(embedder)

@@ -14,9 +14,11 @@ from llmrouter._concurrency import (
     aloop_iter,
     athread_call,
 )
+from llmrouter._embed import EmbeddingRequest, from_vectors
 from llmrouter._request import ChatRequest
-from llmrouter.backends import vllm_engine
+from llmrouter.backends import vllm_embed, vllm_engine
 from llmrouter.config import BackendSpec
+from llmrouter.embeddings import CreateEmbeddingResponse, EmbedLimits
 from llmrouter.policy import Deadline
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -33,6 +35,8 @@ class AsyncVLLMBackend:
         self._lock = threading.Lock()
         #: The context window: declared, else the engine's max_model_len.
         self.max_context: int | None = spec.max_context
+        #: What one embeddings request may carry (``llmrouter.backends.vllm_embed``).
+        self.embed_limits: EmbedLimits = vllm_embed.LIMITS
 
     def _load(self) -> vllm_engine.VLLMEngine:
         with self._lock:
@@ -67,6 +71,17 @@ class AsyncVLLMBackend:
         plan = self._plan(engine, request)
         watch = GenerationWatch.for_backend(deadline, self.spec)
         return aloop_iter(engine.loop, lambda: engine.stream(plan, self.name, watch))
+
+    async def embed(self, request: EmbeddingRequest, deadline: Deadline) -> CreateEmbeddingResponse:
+        """Vectors from vLLM's pooling runner (an embedding model, or ``?runner=pooling``)."""
+        engine = await self._get_engine()
+        watch = GenerationWatch.for_backend(deadline, self.spec)
+        vectors, tokens = await aloop_call(
+            engine.loop,
+            lambda: vllm_embed.embed(engine, request.input, request.dimensions, self.name, watch),
+        )
+        model = self.spec.model or request.model or engine.model_name
+        return from_vectors(vectors, model, tokens)
 
     async def list_models(self, deadline: Deadline) -> ModelList:
         engine = await self._get_engine()

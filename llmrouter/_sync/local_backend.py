@@ -17,9 +17,11 @@ from llmrouter._concurrency import (
     thread_call,
     thread_iter,
 )
+from llmrouter._embed import EmbeddingRequest, from_vectors
 from llmrouter._request import ChatRequest
-from llmrouter.backends import llamacpp
+from llmrouter.backends import llamacpp, llamacpp_embed
 from llmrouter.config import BackendSpec
+from llmrouter.embeddings import CreateEmbeddingResponse, EmbedLimits
 from llmrouter.policy import Deadline
 from llmrouter.types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -33,6 +35,9 @@ class LocalBackend:
         self.spec = spec
         self.name = spec.name
         self._engine: llamacpp.LlamaEngine | None = None
+        self._embedder: llamacpp_embed.LlamaEmbedder | None = None
+        #: What one embeddings request may carry (``llmrouter.backends.llamacpp_embed``).
+        self.embed_limits: EmbedLimits = llamacpp_embed.LIMITS
         self._lock = threading.Lock()
         #: The context window: declared, else the loaded engine's n_ctx.
         self.max_context: int | None = spec.max_context
@@ -77,6 +82,22 @@ class LocalBackend:
 
         return thread_iter(generate)
 
+    def _load_embedder(self) -> llamacpp_embed.LlamaEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = llamacpp_embed.acquire_embedder(self.spec)
+            return self._embedder
+
+    def embed(self, request: EmbeddingRequest, deadline: Deadline) -> CreateEmbeddingResponse:
+        """One pooled, normalised vector per input (``llamacpp_embed``), in a worker thread on
+        the async client."""
+        embedder = self._embedder
+        if embedder is None:
+            embedder = thread_call(self._load_embedder)
+        vectors, tokens = thread_call(lambda: embedder.embed(request.input, self.name))
+        model = self.spec.model or request.model or embedder.model_name
+        return from_vectors(vectors, model, tokens)
+
     def list_models(self, deadline: Deadline) -> ModelList:
         return llamacpp.model_list(self._get_engine())
 
@@ -87,5 +108,8 @@ class LocalBackend:
     def close(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None
+            embedder, self._embedder = self._embedder, None
         if engine is not None:
             llamacpp.release_engine(engine)
+        if embedder is not None:
+            llamacpp_embed.release_embedder(embedder)

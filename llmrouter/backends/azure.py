@@ -28,12 +28,14 @@ from urllib.parse import quote
 import pydantic
 import pydantic_core
 
+from llmrouter._embed import EmbeddingRequest
 from llmrouter._http import HTTPRequest
 from llmrouter._request import ChatRequest
-from llmrouter.backends import Capabilities, openai_compat
+from llmrouter.backends import Capabilities, openai_compat, openai_embed
 from llmrouter.backends.declaration import BackendDeclaration, Option, URLParts
 from llmrouter.backends.openai_compat import parse_chat
 from llmrouter.config import BackendSpec
+from llmrouter.embeddings import EmbedLimits
 from llmrouter.errors import ConfigError, ProtocolError, StatusError
 from llmrouter.types import ChatCompletionChunk, Model, ModelList
 
@@ -86,6 +88,22 @@ def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPReque
     http = openai_compat.build_chat(_keyless(spec), request, deployment)
     http.url += _query(spec)
     return _with_key(spec, http)
+
+
+def embed_limits(spec: BackendSpec) -> EmbedLimits:
+    """Azure OpenAI embedding deployments take OpenAI's 2,048 inputs a request."""
+    return openai_embed.OPENAI
+
+
+def build_embed(spec: BackendSpec, request: EmbeddingRequest, model: str) -> HTTPRequest:
+    """The deployment's ``embeddings`` request (``model`` is the deployment, as for chat)."""
+    _, deployment = _split(spec)
+    http = openai_embed.build_embed(_keyless(spec), request, deployment)
+    http.url += _query(spec)
+    return _with_key(spec, http)
+
+
+parse_embed = openai_embed.parse_embed
 
 
 def build_models(spec: BackendSpec) -> HTTPRequest:

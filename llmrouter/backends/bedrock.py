@@ -899,4 +899,6 @@ BACKEND = BackendDeclaration(
     ),
     configure=_configure,
     capabilities=CAPABILITIES,
+    embeddings=True,
+    embeddings_codec="llmrouter.backends.bedrock_embed",
 )

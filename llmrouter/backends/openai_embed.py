@@ -86,7 +86,7 @@ def parse_embed(
         except ValueError:
             data = None
         _raise_if_error_object(spec, data)
-        pooled = _pooled(data)
+        pooled = _pooled(spec, data)
         if pooled is not None:
             return pooled
         raise ProtocolError(
@@ -106,20 +106,32 @@ def mean_pool(vectors: list[list[float]]) -> list[float]:
     return [v / norm for v in sums]
 
 
-def _pooled(data: Any) -> CreateEmbeddingResponse | None:
+def _pooled(spec: BackendSpec, data: Any) -> CreateEmbeddingResponse | None:
     """llama-cpp-python's server on a decoder model (pooling type none, and no server flag to
     set one) answers one vector per *token* for each input; llama.cpp's own server refuses
-    that request ("Pooling type 'none' is not OAI compatible"). Mean-pool them, as
-    ``local://`` does in process, so every input gets one vector."""
+    that request ("Pooling type 'none' is not OAI compatible"). One input's token vectors are
+    mean-pooled here, as ``local://`` pools in process. Several inputs' are not usable:
+    llama-cpp-python 0.3 reads every input after the first at the wrong offset (``Llama.embed``
+    advances by tokens, not floats), so that answer is refused with what to do instead."""
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         return None
-    for item in data["data"]:
+    items = data["data"]
+    for item in items:
         vectors = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vectors, list) or not vectors:
             return None
         if not all(isinstance(v, list) and v for v in vectors):
             return None
-        item["embedding"] = mean_pool(vectors)
+    if len(items) > 1:
+        raise ProtocolError(
+            "the server answered one vector per token (a decoder model without pooling, as "
+            "llama-cpp-python's server serves it) for several inputs, which it misaligns; "
+            "add ?embed_batch=1 to the URL to send one input a request, or serve an embedding "
+            "model",
+            backend=spec.name,
+            retryable=False,
+        )
+    items[0]["embedding"] = mean_pool(items[0]["embedding"])
     try:
         return CreateEmbeddingResponse.model_validate(data)
     except pydantic.ValidationError:

@@ -129,6 +129,10 @@ def build_chat(spec: BackendSpec, request: ChatRequest, model: str) -> HTTPReque
     return openai_compat.build_chat(spec, request, model)
 
 
+# Providers whose OpenAI-compatible API has /embeddings too (their API references).
+_EMBEDS = frozenset({"together", "mistral", "fireworks", "openrouter", "gemini-openai"})
+
+
 def _declaration(preset: Preset) -> BackendDeclaration:
     host_and_path = preset.base_url.removeprefix("https://")
     host, _, path = host_and_path.partition("/")
@@ -141,6 +145,8 @@ def _declaration(preset: Preset) -> BackendDeclaration:
         key_env=preset.key_env,
         key_required=True,
         capabilities=preset.capabilities,
+        embeddings=preset.scheme in _EMBEDS,
+        embeddings_codec="llmrouter.backends.openai_embed",
     )
 
 

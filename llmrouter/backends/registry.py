@@ -54,6 +54,7 @@ BUILTIN_SCHEMES: dict[str, str] = {
     "vllm": "llmrouter.backends.openai_compat",
     "llamacpp": "llmrouter.backends.openai_compat",
     "tgi": "llmrouter.backends.tgi",
+    "tei": "llmrouter.backends.tei",
     "ollama": "llmrouter.backends.ollama",
     "anthropic": "llmrouter.backends.anthropic",
     "azure": "llmrouter.backends.azure",
