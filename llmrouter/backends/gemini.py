@@ -719,6 +719,8 @@ BACKENDS = (
         key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
         key_required=True,
         capabilities=CAPABILITIES,
+        embeddings=True,
+        embeddings_codec="llmrouter.backends.gemini_embed",
     ),
     BackendDeclaration(
         "vertex",

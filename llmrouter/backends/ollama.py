@@ -686,4 +686,5 @@ BACKEND = BackendDeclaration(
     default_address=_ollama_host,
     capabilities=CAPABILITIES,
     embeddings=True,
+    embeddings_codec="llmrouter.backends.ollama_embed",
 )
