@@ -233,7 +233,9 @@ def test_check_reports_a_live_and_a_dead_backend(llama_server: str, closed_url: 
     out = _run("check", env={"LLMROUTER_URL": chain})
     assert out.returncode == 1, out.stderr
     table = out.stdout.splitlines()
-    assert table[0].split() == ["BACKEND", "STATUS", "REACHABLE", "AUTH", "MODEL", "TTFT", "TOK/S"]
+    assert table[0].split() == [
+        "BACKEND", "STATUS", "REACHABLE", "AUTH", "MODEL", "TTFT", "TOK/S", "EMBED"
+    ]  # fmt: skip
     live = next(line for line in table if line.startswith(llama_server))
     dead = next(line for line in table if line.startswith(closed_url))
     assert live.split()[1:4] == ["ok", "yes", "yes"] and " ms" in live
@@ -265,6 +267,7 @@ def test_check_passes_when_every_backend_answers() -> None:
     reports = json.loads(out.stdout)["backends"]
     assert [r["ok"] for r in reports] == [True, True]
     assert [r["model"] for r in reports] == ["m", "claude-fake-1"]
+    assert [r["embeddings"] for r in reports] == [True, False]  # anthropic:// cannot embed
     assert all(body["stream"] is True and body["max_tokens"] == 8 for body in sent)
 
 

@@ -69,6 +69,7 @@ class BackendReport:
     ttft_ms: float | None = None
     tokens: int | None = None
     tokens_per_s: float | None = None
+    embeddings: bool | None = None  # the backend declares embeddings (client.embeddings)
     error: str | None = None
     note: str | None = None
 
@@ -78,6 +79,7 @@ def probe(
 ) -> BackendReport:
     """Check one backend: list its models, then stream a tiny answer and time it."""
     from llmrouter import Client
+    from llmrouter.backends import registry
     from llmrouter.errors import (
         AuthenticationError,
         BackendConnectionError,
@@ -87,6 +89,8 @@ def probe(
     from llmrouter.policy import RetryPolicy
 
     report = BackendReport(spec.name)
+    if spec.instance is None:
+        report.embeddings = registry.declaration(spec.scheme).embeddings
     hook = announce_loading([], debug=True) if debug else None
     if not spec.base_url:
         status(f"loading model {spec.name}\N{HORIZONTAL ELLIPSIS}")  # listing models loads it
@@ -221,10 +225,11 @@ def run_check(args: argparse.Namespace) -> int:
             shorten(r.model, 32) if r.model else "-",
             f"{r.ttft_ms:.0f} ms" if r.ttft_ms is not None else "-",
             f"{r.tokens_per_s:.1f}" if r.tokens_per_s is not None else "-",
+            _yes_no(r.embeddings),
         ]
         for r in reports
     ]
-    headers = ["BACKEND", "STATUS", "REACHABLE", "AUTH", "MODEL", "TTFT", "TOK/S"]
+    headers = ["BACKEND", "STATUS", "REACHABLE", "AUTH", "MODEL", "TTFT", "TOK/S", "EMBED"]
     print(render(headers, rows, right=(5, 6)))
     for r in reports:
         if r.error or r.note:

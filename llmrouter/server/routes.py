@@ -359,6 +359,12 @@ class Gateway:
             record.response_text = "".join(tally.parts)
         return response
 
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/embeddings`` (``llmrouter.server.embeddings``)."""
+        from llmrouter.server.embeddings import embeddings
+
+        return await embeddings(self, request)
+
     async def models(self, request: web.Request) -> web.StreamResponse:
         record = self._begin(request)
         try:
