@@ -115,11 +115,23 @@ def add_parser(
     serve.add_argument(
         "--no-access-log", action="store_true", help="do not write access log lines to stderr"
     )
+    serve.add_argument(
+        "--otel",
+        action="store_true",
+        help="OpenTelemetry traces and metrics, traceparent propagated (llmrouter[otel]; "
+        "also LLMROUTER_OTEL=1; exporters from OTEL_*: docs/telemetry.md)",
+    )
+    serve.add_argument(
+        "--otel-content",
+        action="store_true",
+        help="with --otel, record messages and answers on the spans (off by default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from llmrouter._telemetry import telemetry_enabled
     from llmrouter.server import GatewaySettings, KeyStore, serve
     from llmrouter.server.workers import resolve_workers
 
@@ -154,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         client_options=options,
         state=args.state,
         passthrough=not args.no_passthrough,
+        otel=args.otel or args.otel_content or telemetry_enabled(),
+        otel_content=args.otel_content,
     )
     return serve(
         settings, args.host, args.port, workers=resolve_workers(args.workers), loop=args.loop

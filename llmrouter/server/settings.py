@@ -52,6 +52,12 @@ class GatewaySettings:
         state: shared state for breakers, health, the retry budget and the per-key limits
             across gateway replicas (``redis://host:6379/0``; default ``LLMROUTER_STATE``,
             else in-process). See ``docs/scale-out.md``.
+        otel: OpenTelemetry traces and metrics (``llmrouter[otel]``): a server span per
+            request, the caller's ``traceparent`` its parent, the client's request and attempt
+            spans under it, ``traceparent`` passed on to the backends. See
+            ``docs/telemetry.md``.
+        otel_content: with ``otel``, record messages and answers on the spans (off by default;
+            also ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``).
     """
 
     url: str | None = None
@@ -73,6 +79,8 @@ class GatewaySettings:
     client_options: dict[str, Any] = field(default_factory=dict)
     state: str | None = None
     passthrough: bool = True
+    otel: bool = False
+    otel_content: bool = False
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
