@@ -3,6 +3,7 @@
 Usage::
 
     python bench/overhead.py [--quick] [--json out.json]
+    python bench/overhead.py --otel [--quick]     # telemetry off / on, side by side
 
 Method
 ------
@@ -310,12 +311,64 @@ class RouterAsync:
         await self.client.aclose()
 
 
+def otel_telemetry(sdk: bool) -> Any:
+    """``--otel``: telemetry into the OpenTelemetry SDK as a service runs it (spans batched to an
+    exporter that drops them, metrics aggregated in memory); ``sdk=False``: the API alone (no
+    provider set: no-op spans), which is llmrouter's own share of the cost."""
+    from llmrouter.otel import Telemetry
+
+    if not sdk:
+        return Telemetry()
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+class RouterOtelSync(RouterSync):
+    SDK = True
+
+    def __init__(self, base: str) -> None:
+        from llmrouter import Client
+
+        self.client = Client(f"{base}?model={MODEL}", telemetry=otel_telemetry(self.SDK))
+
+
+class RouterOtelApiSync(RouterOtelSync):
+    SDK = False
+
+
+class RouterOtelAsync(RouterAsync):
+    SDK = True
+
+    def __init__(self, base: str) -> None:
+        from llmrouter import AsyncClient
+
+        self.client = AsyncClient(f"{base}?model={MODEL}", telemetry=otel_telemetry(self.SDK))
+
+
+class RouterOtelApiAsync(RouterOtelAsync):
+    SDK = False
+
+
 # library -> (sync adapter, async adapter); the columns of the report, in order.
 LIBS: dict[str, tuple[type | None, type | None]] = {
     "httpx2": (Httpx2Sync, Httpx2Async),
     "aiohttp": (None, AiohttpAsync),
     "openai": (OpenAISync, OpenAIAsync),
     "llmrouter": (RouterSync, RouterAsync),
+    # --otel only (bench/otel_overhead.py): telemetry on, into the SDK / the API alone.
+    "llmrouter+otel": (RouterOtelSync, RouterOtelAsync),
+    "llmrouter+otel-api": (RouterOtelApiSync, RouterOtelApiAsync),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1109,6 +1162,11 @@ def main() -> None:
     parser.add_argument(
         "--previous", metavar="TREE", help="with --registry: a source tree of llmrouter before it"
     )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="only telemetry's cost: llmrouter with it off, on (API only), on (SDK), raw clients",
+    )
     # Internal: the worker processes.
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rss", nargs=2, help=argparse.SUPPRESS)
@@ -1126,6 +1184,11 @@ def main() -> None:
 
     if args.registry:
         registry_main(args.registry, args.previous)
+        return
+    if args.otel:
+        from otel_overhead import otel_main
+
+        otel_main(quick=args.quick, pin=not args.no_pin, json_path=args.json)
         return
 
     cfg = QUICK if args.quick else FULL

@@ -10,33 +10,47 @@ first use of a name, and each backend loads when a URL names it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from llmrouter._lazy import lazy_attributes
 from llmrouter.errors import (
     AllBackendsFailedError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BackendConnectionError,
     BackendError,
     BackendTimeoutError,
     BadRequestError,
+    ClientClosedError,
     ConfigError,
     ContextLengthError,
+    InternalServerError,
     InvalidRequestError,
     LLMRouterError,
     MissingDependencyError,
     NotFoundError,
     OutputParseError,
+    PermissionDeniedError,
     ProtocolError,
     RateLimitError,
     ServerError,
     StatusError,
     StreamInterruptedError,
+    UnprocessableEntityError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
     "AllBackendsFailedError",
     "AsyncClient",
     "AsyncStream",
@@ -50,13 +64,16 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
     "Client",
+    "ClientClosedError",
     "ConfigError",
     "ContextLengthError",
+    "InternalServerError",
     "InvalidRequestError",
     "LLMRouterError",
     "MissingDependencyError",
     "NotFoundError",
     "OutputParseError",
+    "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
     "Route",
@@ -65,6 +82,7 @@ __all__ = [
     "Stream",
     "StreamInterruptedError",
     "Timeouts",
+    "UnprocessableEntityError",
     "__version__",
     "parse_chain",
     "register_backend",
@@ -96,7 +114,14 @@ if TYPE_CHECKING:
     from llmrouter.types import ChatCompletion, ChatCompletionChunk
 
 
-__getattr__ = lazy_attributes("llmrouter", globals(), _LOCATIONS)
+# Written out rather than built by llmrouter._lazy: this is the import every user pays for.
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmrouter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

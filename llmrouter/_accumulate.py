@@ -16,10 +16,11 @@ __all__ = ["ChunkAccumulator"]
 class ChunkAccumulator:
     """Folds the chunks of choice 0 into text and tool calls (merged per ``index``)."""
 
-    __slots__ = ("delivered", "finish_reason", "parts", "tool_calls", "usage")
+    __slots__ = ("delivered", "finish_reason", "model", "parts", "tool_calls", "usage")
 
     def __init__(self) -> None:
         self.delivered = False
+        self.model = ""  # the model that answered, as its first chunks name it
         self.parts: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
@@ -32,6 +33,8 @@ class ChunkAccumulator:
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         """Account for one chunk handed to the caller."""
+        if not self.delivered and chunk.model:
+            self.model = chunk.model
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices:

@@ -126,7 +126,7 @@ async def ahedged_chat(router: AsyncHedgingRouter, request: ChatRequest) -> Chat
         return completion
 
     t, completion = await _race(router, ex, attempt)
-    record(ex, t)
+    record(ex, t, response=completion)
     router.observe_latency(ex.clock() - t.started)
     completion.route = ex.route
     return completion

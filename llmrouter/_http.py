@@ -12,15 +12,31 @@ A transport sends an :class:`HTTPRequest` and returns a response with ``status``
 and the body as bytes (``read``) or an iterator of byte chunks (``iter_bytes``). Transport
 failures come out as :class:`BackendConnectionError` / :class:`BackendTimeoutError`. Nothing
 here retries: the router is the one owner of retries.
+
+Header values are checked before anything is sent: surrounding spaces are dropped (they are
+not part of an HTTP field value), and a value with control characters or non-ASCII text is an
+:class:`InvalidRequestError` naming the header, never its value (httpx would raise
+``LocalProtocolError: Illegal header value b'Bearer sk-...\\r'``, aiohttp a bare ``ValueError``,
+both quoting the key). Every transport error's text has the request's header values cut from
+it (``llmrouter._scrub``), and the library's own exception is chained only when its text shows
+none of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmrouter.errors import BackendConnectionError, BackendTimeoutError, ProtocolError
+from llmrouter._scrub import header_secrets, scrub, scrub_error
+from llmrouter.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    InvalidRequestError,
+    ProtocolError,
+)
 
 if TYPE_CHECKING:
     import httpx2
@@ -32,6 +48,8 @@ __all__ = [
     "HttpxAsyncTransport",
     "SyncHTTPTransport",
     "SyncResponse",
+    "check_headers",
+    "with_query",
 ]
 
 _READ_SIZE = 65536
@@ -89,6 +107,48 @@ class AsyncResponse(Protocol):
     async def aclose(self) -> None: ...
 
 
+def with_query(url: str, query: Mapping[str, str]) -> str:
+    """``url`` with ``query`` added to its query string."""
+    from urllib.parse import urlencode
+
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(query)}"
+
+
+def check_headers(request: HTTPRequest) -> None:
+    """Make the request's header values sendable, or refuse them naming the header."""
+    headers = request.headers
+    for name, value in headers.items():
+        if value.isascii() and value.isprintable() and value == value.strip(" \t"):
+            continue
+        stripped = value.strip(" \t")
+        if stripped.isascii() and stripped.isprintable():
+            headers[name] = stripped
+            continue
+        where = f"{request.backend}: " if request.backend else ""
+        raise InvalidRequestError(
+            f"{where}the value of request header {name!r} holds control characters or "
+            "non-ASCII text and cannot be sent in HTTP; check where it was read from (a CRLF "
+            "file, an editor, a copied quote)",
+            param="headers",
+        )
+
+
+def _transport_failure(exc: BaseException, request: HTTPRequest, mapped: Exception) -> Exception:
+    """``mapped`` (built from ``exc``) with the request's header values cut from its text;
+    ``exc`` chained as its cause unless its own text shows one of them. Raise the result
+    outside the ``except`` block, so that ``exc`` is not kept as the implicit context."""
+    secrets = header_secrets(request.headers, every=True)
+    if isinstance(mapped, BackendError):
+        mapped.__cause__ = exc
+        scrub_error(mapped, secrets)
+    return mapped
+
+
+def _what(exc: BaseException, request: HTTPRequest) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return scrub(text, header_secrets(request.headers, every=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # httpx2 (sync, and async for those who ask)
 
@@ -96,7 +156,7 @@ class AsyncResponse(Protocol):
 def _httpx_errors() -> tuple[type[BaseException], ...]:
     import httpx2
 
-    return (httpx2.TransportError, httpx2.StreamError, OSError)
+    return (httpx2.TransportError, httpx2.StreamError, OSError, UnicodeError, ValueError)
 
 
 def _aiohttp_errors() -> tuple[type[BaseException], ...]:
@@ -104,18 +164,28 @@ def _aiohttp_errors() -> tuple[type[BaseException], ...]:
 
     import aiohttp
 
-    return (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+    return (aiohttp.ClientError, asyncio.TimeoutError, OSError, UnicodeError, ValueError)
 
 
 def _httpx_error(exc: BaseException, request: HTTPRequest) -> Exception:
     import httpx2
 
-    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    what = _what(exc, request)
     if isinstance(exc, httpx2.ConnectTimeout):
-        return BackendTimeoutError(f"connect timeout ({what})", backend=request.backend)
-    if isinstance(exc, httpx2.TimeoutException):
-        return BackendTimeoutError(f"read timeout ({what})", backend=request.backend)
-    return BackendConnectionError(what, backend=request.backend)
+        mapped: Exception = BackendTimeoutError(
+            f"connect timeout ({what})", backend=request.backend
+        )
+    elif isinstance(exc, httpx2.TimeoutException):
+        mapped = BackendTimeoutError(f"read timeout ({what})", backend=request.backend)
+    elif isinstance(exc, (httpx2.LocalProtocolError, UnicodeError, ValueError)):
+        # Refused before sending (a header or URL httpx will not write): the same on every
+        # attempt, so not retryable.
+        mapped = BackendConnectionError(
+            f"the request could not be sent ({what})", backend=request.backend, retryable=False
+        )
+    else:
+        mapped = BackendConnectionError(what, backend=request.backend)
+    return _transport_failure(exc, request, mapped)
 
 
 _ssl_context: Any = None
@@ -161,7 +231,8 @@ class _HttpxSyncResponse:
         try:
             return self._response.read()
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, self._request) from exc
+            error = _httpx_error(exc, self._request)
+            raise error from error.__cause__
         finally:
             self._response.close()
 
@@ -169,7 +240,8 @@ class _HttpxSyncResponse:
         try:
             yield from self._response.iter_bytes()
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, self._request) from exc
+            error = _httpx_error(exc, self._request)
+            raise error from error.__cause__
 
     def close(self) -> None:
         self._response.close()
@@ -207,21 +279,24 @@ class SyncHTTPTransport:
         return self._client
 
     def send(self, request: HTTPRequest) -> SyncResponse:
+        check_headers(request)
         client = self._get_client()
         timeouts = _httpx_timeout(request)
-        req = client.build_request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.body,
-            extensions={"timeout": timeouts},
-        )
         try:
+            req = client.build_request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.body,
+                extensions={"timeout": timeouts},
+            )
             response = client.send(req, stream=True)
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, request) from exc
-        _body_timeout(timeouts, request)
-        return _HttpxSyncResponse(response, request)
+            error = _httpx_error(exc, request)
+        else:
+            _body_timeout(timeouts, request)
+            return _HttpxSyncResponse(response, request)
+        raise error  # outside the except block: the library's text is not kept as context
 
     def close(self) -> None:
         if self._client is not None and self._owned:
@@ -242,7 +317,8 @@ class _HttpxAsyncResponse:
         try:
             return await self._response.aread()
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, self._request) from exc
+            error = _httpx_error(exc, self._request)
+            raise error from error.__cause__
         finally:
             await self._response.aclose()
 
@@ -251,7 +327,8 @@ class _HttpxAsyncResponse:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, self._request) from exc
+            error = _httpx_error(exc, self._request)
+            raise error from error.__cause__
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -284,21 +361,24 @@ class HttpxAsyncTransport:
         return self._client
 
     async def send(self, request: HTTPRequest) -> AsyncResponse:
+        check_headers(request)
         client = self._get_client()
         timeouts = _httpx_timeout(request)
-        req = client.build_request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.body,
-            extensions={"timeout": timeouts},
-        )
         try:
+            req = client.build_request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.body,
+                extensions={"timeout": timeouts},
+            )
             response = await client.send(req, stream=True)
         except _httpx_errors() as exc:
-            raise _httpx_error(exc, request) from exc
-        _body_timeout(timeouts, request)
-        return _HttpxAsyncResponse(response, request)
+            error = _httpx_error(exc, request)
+        else:
+            _body_timeout(timeouts, request)
+            return _HttpxAsyncResponse(response, request)
+        raise error  # outside the except block: the library's text is not kept as context
 
     async def aclose(self) -> None:
         if self._client is not None and self._owned:
@@ -315,16 +395,26 @@ def _aiohttp_error(exc: BaseException, request: HTTPRequest) -> Exception:
 
     import aiohttp
 
-    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    what = _what(exc, request)
+    mapped: Exception
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return BackendTimeoutError(f"connect timeout ({what})", backend=request.backend)
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return BackendTimeoutError(f"read timeout ({what})", backend=request.backend)
-    if isinstance(exc, aiohttp.ClientResponseError):
+        mapped = BackendTimeoutError(f"connect timeout ({what})", backend=request.backend)
+    elif isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        mapped = BackendTimeoutError(f"read timeout ({what})", backend=request.backend)
+    elif isinstance(exc, aiohttp.ClientResponseError):
         # aiohttp's parser rejected the answer (not HTTP at all, a bad status line); its
         # "400" is aiohttp's own code, not the server's.
-        return ProtocolError(f"malformed HTTP response ({exc.message})", backend=request.backend)
-    return BackendConnectionError(what, backend=request.backend)
+        message = scrub(str(exc.message), header_secrets(request.headers, every=True))
+        mapped = ProtocolError(f"malformed HTTP response ({message})", backend=request.backend)
+    elif isinstance(exc, (UnicodeError, ValueError)) and not isinstance(exc, OSError):
+        # Refused before sending (a header or URL aiohttp will not write): the same on every
+        # attempt, so not retryable.
+        mapped = BackendConnectionError(
+            f"the request could not be sent ({what})", backend=request.backend, retryable=False
+        )
+    else:
+        mapped = BackendConnectionError(what, backend=request.backend)
+    return _transport_failure(exc, request, mapped)
 
 
 class _AiohttpResponse:
@@ -341,7 +431,8 @@ class _AiohttpResponse:
             body: bytes = await self._response.read()
             return body
         except _aiohttp_errors() as exc:
-            raise _aiohttp_error(exc, self._request) from exc
+            error = _aiohttp_error(exc, self._request)
+            raise error from error.__cause__
         finally:
             self._response.release()
 
@@ -359,7 +450,8 @@ class _AiohttpResponse:
                 yield chunk
                 chunk = await content.readany()
         except _aiohttp_errors() as exc:
-            raise _aiohttp_error(exc, self._request) from exc
+            error = _aiohttp_error(exc, self._request)
+            raise error from error.__cause__
 
     async def aclose(self) -> None:
         # close(), not release(): a stream closed early must drop its connection, since the
@@ -368,6 +460,19 @@ class _AiohttpResponse:
             self._response.release()
         else:
             self._response.close()
+
+
+def _drop_session(session: Any) -> None:
+    """Let go of a session made on another event loop (likely closed by now: ``asyncio.run``
+    twice with one client) without awaiting on it, and without aiohttp's "Unclosed client
+    session" / "Unclosed connector" complaints: its connections belong to that loop and are
+    closed with it, or here when it still runs."""
+    if session.closed:
+        return
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        connector._close()  # synchronous; does nothing to the transports of a closed loop
 
 
 class AsyncHTTPTransport:
@@ -389,6 +494,9 @@ class AsyncHTTPTransport:
         if self._session is None or self._loop is not loop or self._session.closed:
             import aiohttp
 
+            if self._session is not None:
+                _drop_session(self._session)
+
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -401,6 +509,7 @@ class AsyncHTTPTransport:
     async def send(self, request: HTTPRequest) -> AsyncResponse:
         import aiohttp
 
+        check_headers(request)
         session = self._get_session()
         # One timer for the whole exchange; per-read timers only where a user asked for them
         # (aiohttp re-arms a per-read timer on every packet).
@@ -419,8 +528,19 @@ class AsyncHTTPTransport:
                 allow_redirects=False,
             )
         except _aiohttp_errors() as exc:
-            raise _aiohttp_error(exc, request) from exc
-        return _AiohttpResponse(response, request)
+            error = _aiohttp_error(exc, request)
+        else:
+            return _AiohttpResponse(response, request)
+        raise error  # outside the except block: the library's text is not kept as context
+
+    def __del__(self) -> None:
+        # A client dropped unclosed (the openai README's ``asyncio.run(main())`` with a
+        # module-level client) lets go of its session quietly, as httpx does, rather than
+        # leaving aiohttp to print "Unclosed client session" when the session is collected.
+        session = getattr(self, "_session", None)
+        if session is not None:
+            with contextlib.suppress(Exception):  # nothing may escape a finaliser
+                _drop_session(session)
 
     async def aclose(self) -> None:
         import asyncio
@@ -432,4 +552,6 @@ class AsyncHTTPTransport:
                 same_loop = False
             if same_loop:
                 await self._session.close()
+            else:
+                _drop_session(self._session)
         self._session = None

@@ -57,7 +57,7 @@ BODY_PARAMS = frozenset(
     }
 )
 
-_CALL_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "timeout"})
+_CALL_OPTIONS = frozenset({"model", "extra_body", "extra_headers", "extra_query", "timeout"})
 _TEXT_PART_ROLES = frozenset({"system", "developer", "tool"})
 
 
@@ -102,7 +102,8 @@ class ParseParams(TypedDict, total=False):
     function_call: str | dict[str, Any] | None
     extra_body: Mapping[str, Any] | None
     extra_headers: Mapping[str, str] | None
-    timeout: float | None
+    extra_query: Mapping[str, object] | None
+    timeout: float | Any | None
 
 
 class CreateParams(ParseParams, total=False):
@@ -122,7 +123,11 @@ class ChatRequest:
         params: the other OpenAI body fields the caller set.
         extra_body: engine-specific fields merged into the body as given.
         extra_headers: headers added to this request.
+        extra_query: query parameters added to this request's URL (HTTP backends).
         timeout: a per-call total deadline in seconds, if given.
+        connect_timeout: a per-attempt connect limit, if given (an ``httpx.Timeout``'s).
+        read_timeout: a per-attempt limit on silence while reading, if given.
+        max_retries: retries per backend for this call (``with_options(max_retries=)``).
     """
 
     messages: list[dict[str, Any]]
@@ -131,7 +136,11 @@ class ChatRequest:
     params: dict[str, Any] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
     extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_query: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    max_retries: int | None = None
 
 
 def _fail(message: str, param: str) -> InvalidRequestError:
@@ -250,6 +259,71 @@ def _check_tools(name: str, tools: Any) -> None:
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _fail(f"tools[{i}].function.name: expected a string", f"tools[{i}]")
+        parameters = fn.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            hint = " (json.loads it first)" if isinstance(parameters, str | bytes) else ""
+            raise _fail(
+                f"tools[{i}].function.parameters: expected a JSON Schema object (a dict), got "
+                f"{type(parameters).__name__}{hint}",
+                f"tools[{i}].function.parameters",
+            )
+
+
+_TOOL_CHOICE_FORMS = (
+    "'none', 'auto', 'required' or {'type': 'function', 'function': {'name': NAME}} naming "
+    "one of tools"
+)
+
+
+def _check_tool_choice(choice: Any, tools: Any) -> None:
+    """``tool_choice`` in one of OpenAI's forms, naming only declared tools (openai-chat.md).
+
+    The openai SDK's ``allowed_tools`` form is accepted too; a bare function name (TGI's own
+    shorthand) and custom-tool choices are not OpenAI chat forms every backend reads.
+    """
+    declared = {
+        t["function"]["name"] for t in tools or () if isinstance(t, dict) and "function" in t
+    }
+    if choice in ("none", "auto"):
+        return
+    if choice == "required":
+        if not declared:
+            raise _fail("tool_choice 'required': no tools given to call", "tool_choice")
+        return
+    names: list[Any] = []
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "function":
+        fn = choice.get("function")
+        names = [fn.get("name") if isinstance(fn, dict) else None]
+    elif kind == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        listed = allowed.get("tools") if isinstance(allowed, dict) else None
+        if not isinstance(allowed, dict) or allowed.get("mode") not in ("auto", "required"):
+            raise _fail(
+                "tool_choice.allowed_tools.mode: expected 'auto' or 'required'", "tool_choice"
+            )
+        if not isinstance(listed, list) or not listed:
+            raise _fail("tool_choice.allowed_tools.tools: expected a list of tools", "tool_choice")
+        for item in listed:
+            fn = item.get("function") if isinstance(item, dict) else None
+            names.append(fn.get("name") if isinstance(fn, dict) else None)
+    else:
+        shown = repr(choice) if len(repr(choice)) <= 80 else type(choice).__name__
+        hint = ""
+        if isinstance(choice, str) and choice in declared:
+            hint = (
+                f"; to force that tool: {{'type': 'function', 'function': {{'name': {choice!r}}}}}"
+            )
+        raise _fail(f"tool_choice: expected {_TOOL_CHOICE_FORMS}, got {shown}{hint}", "tool_choice")
+    for name in names:
+        if not isinstance(name, str):
+            raise _fail(f"tool_choice: expected {_TOOL_CHOICE_FORMS}", "tool_choice")
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise _fail(
+                f"tool_choice names {name!r}, which is not among the tools (declared: {known})",
+                "tool_choice",
+            )
 
 
 def _check_response_format(name: str, fmt: Any) -> None:
@@ -290,6 +364,8 @@ def _check_params(params: Mapping[str, Any]) -> None:
             check(name, value)
     if "top_logprobs" in params and not params.get("logprobs"):
         raise _fail("top_logprobs: requires logprobs=True", "top_logprobs")
+    if "tool_choice" in params:
+        _check_tool_choice(params["tool_choice"], params.get("tools"))
 
 
 def build_request(messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> ChatRequest:
@@ -321,11 +397,7 @@ def build_request(messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> Chat
     extra_headers = kwargs.get("extra_headers")
     if extra_headers is not None and not isinstance(extra_headers, Mapping):
         raise _fail("extra_headers: expected a dict", "extra_headers")
-    timeout = kwargs.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-    ):
-        raise _fail(f"timeout: expected a positive number of seconds, got {timeout!r}", "timeout")
+    total, connect, read = split_timeout(kwargs.get("timeout"), _fail)
     return ChatRequest(
         messages=_check_messages(messages),
         model=model,
@@ -333,5 +405,60 @@ def build_request(messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> Chat
         params=params,
         extra_body=dict(extra_body) if extra_body else {},
         extra_headers=dict(extra_headers) if extra_headers else {},
-        timeout=float(timeout) if timeout is not None else None,
+        extra_query=check_query(kwargs.get("extra_query"), _fail, "extra_query"),
+        timeout=total,
+        connect_timeout=connect,
+        read_timeout=read,
     )
+
+
+def _seconds(value: object, where: str, fail: Callable[[str, str], Exception]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise fail(f"{where}: expected a positive number of seconds, got {value!r}", "timeout")
+    if value == float("inf"):
+        return None
+    return float(value)
+
+
+def split_timeout(
+    value: object, fail: Callable[[str, str], Exception]
+) -> tuple[float | None, float | None, float | None]:
+    """``timeout=`` as the openai SDK takes it, as ``(total, connect, read)`` seconds.
+
+    A number is the whole call's deadline, retries and failover included. An ``httpx.Timeout``
+    (anything with ``connect`` and ``read`` attributes: httpx's, httpx2's) limits each attempt:
+    ``connect`` the connection, ``read`` the silence while reading; its ``write`` and ``pool``
+    have no counterpart (a request body is written at once; the pool does not queue), and the
+    call's deadline stays the client's. ``docs/migrating.md`` has the table."""
+    if value is None or isinstance(value, (int, float)):
+        return _seconds(value, "timeout", fail), None, None
+    if hasattr(value, "connect") and hasattr(value, "read"):
+        connect = _seconds(value.connect, "timeout.connect", fail)
+        read = _seconds(value.read, "timeout.read", fail)
+        return None, connect, read
+    raise fail(
+        f"timeout: expected seconds or an httpx.Timeout, got {type(value).__name__}", "timeout"
+    )
+
+
+def check_query(value: object, fail: Callable[[str, str], Exception], where: str) -> dict[str, str]:
+    """Query parameters as strings (the openai SDK's ``extra_query`` / ``default_query``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise fail(f"{where}: expected a dict of query parameters", where)
+    query: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise fail(f"{where}: parameter names must be non-empty strings", where)
+        if isinstance(item, bool):
+            query[key] = "true" if item else "false"
+        elif isinstance(item, (str, int, float)):
+            query[key] = str(item)
+        else:
+            raise fail(
+                f"{where}[{key!r}]: expected a string or number, got {type(item).__name__}", where
+            )
+    return query

@@ -8,7 +8,7 @@
     ├── MissingDependencyError (ImportError) names the extra to install
     ├── BackendError                         .backend, .retryable
     │   ├── BackendConnectionError           refused, reset, DNS, TLS
-    │   ├── BackendTimeoutError              connect / first token / idle / total deadline
+    │   │   └── BackendTimeoutError          connect / first token / idle / total deadline
     │   ├── StatusError                      .status_code .body .retry_after .request_id
     │   │   ├── BadRequestError
     │   │   │   └── ContextLengthError
@@ -21,8 +21,24 @@
     ├── OutputParseError (ValueError)        parse(): the output does not validate (.raw)
     └── AllBackendsFailedError               .errors / .attempts: every attempt, in order
 
-Messages never contain secrets: a backend is named by its redacted URL, and response bodies are
-kept as the server sent them (servers do not echo keys back).
+Messages never contain secrets: a backend is named by its redacted URL, and every configured
+secret is cut from the text a server sends back (``llmrouter._scrub``) before it becomes a
+message, a ``body`` or a ``request_id``: servers do echo keys.
+
+The openai SDK's names are aliases of these classes, so ``except`` code written for ``openai``
+keeps working with ``import llmrouter as openai``::
+
+    APIError                  = LLMRouterError        (.message .body .code .param .type)
+    APIConnectionError        = BackendConnectionError
+    APITimeoutError           = BackendTimeoutError
+    APIStatusError            = StatusError           (.status_code .body .request_id)
+    APIResponseValidationError = ProtocolError
+    UnprocessableEntityError  = BadRequestError
+    PermissionDeniedError     = AuthenticationError
+    InternalServerError       = ServerError
+
+(``BadRequestError``, ``AuthenticationError``, ``NotFoundError`` and ``RateLimitError`` have the
+same names already.) ``docs/migrating.md`` lists what still differs.
 """
 
 from __future__ import annotations
@@ -33,29 +49,61 @@ if TYPE_CHECKING:
     from llmrouter.route import Attempt
 
 __all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
     "AllBackendsFailedError",
     "AuthenticationError",
     "BackendConnectionError",
     "BackendError",
     "BackendTimeoutError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigError",
     "ContextLengthError",
+    "InternalServerError",
     "InvalidRequestError",
     "LLMRouterError",
     "MissingDependencyError",
     "NotFoundError",
     "OutputParseError",
+    "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
     "ServerError",
     "StatusError",
     "StreamInterruptedError",
+    "UnprocessableEntityError",
 ]
 
 
 class LLMRouterError(Exception):
-    """Base class of every error llmrouter raises on purpose."""
+    """Base class of every error llmrouter raises on purpose.
+
+    Attributes (the openai SDK's ``APIError`` ones, ``None`` where they do not apply):
+        message: the error's text.
+        body: the server's parsed error body (status errors), else ``None``.
+        code: the ``code`` field of the server's error object, when present.
+        param: the parameter at fault, when known.
+        type: the ``type`` field of the server's error object, when present.
+    """
+
+    body: Any = None
+    code: str | None = None
+    param: str | None = None
+    type: str | None = None
+
+    @property
+    def message(self) -> str:
+        """The error's text (for a backend error, without the backend's name in front)."""
+        value = self.__dict__.get("_message")
+        return value if isinstance(value, str) else str(self)
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__["_message"] = value
 
 
 class ConfigError(LLMRouterError, ValueError):
@@ -107,8 +155,26 @@ class BackendConnectionError(BackendError):
     """The connection could not be made, or broke before a response arrived."""
 
 
-class BackendTimeoutError(BackendError):
-    """A deadline passed: connect, time to first token, idle between chunks, or total."""
+class ClientClosedError(BackendConnectionError, RuntimeError):
+    """The client was used after ``close()``. Nothing was sent.
+
+    A :class:`RuntimeError` too, as the openai SDK's closed client raises (httpx's "Cannot send
+    a request, as the client has been closed"), so ``except`` code for either catches it.
+    """
+
+
+class BackendTimeoutError(BackendConnectionError):
+    """A deadline passed: connect, time to first token, idle between chunks, or total.
+
+    A kind of :class:`BackendConnectionError`, as the openai SDK's ``APITimeoutError`` is of
+    ``APIConnectionError``: ``except`` code written for either catches both.
+
+    Attributes:
+        partial_text: for an in-process engine stopped by the deadline mid-generation, the
+            text it had produced (``""`` otherwise).
+    """
+
+    partial_text: str = ""
 
 
 class StatusError(BackendError):
@@ -145,6 +211,12 @@ class StatusError(BackendError):
         self.retry_after = retry_after
         self.request_id = request_id
         self.error_type = error_type
+        self.type = error_type
+        inner = body.get("error") if isinstance(body, dict) else None
+        if isinstance(inner, dict):
+            code, param = inner.get("code"), inner.get("param")
+            self.code = None if code is None else str(code)
+            self.param = None if param is None else str(param)
 
 
 class BadRequestError(StatusError):
@@ -240,3 +312,14 @@ class AllBackendsFailedError(LLMRouterError):
         for i, attempt in enumerate(attempts, 1):
             lines.append(f"  {i}. {attempt.describe()}")
         super().__init__("\n".join(lines))
+
+
+# The openai SDK's names (see the module docstring).
+APIError = LLMRouterError
+APIConnectionError = BackendConnectionError
+APITimeoutError = BackendTimeoutError
+APIStatusError = StatusError
+APIResponseValidationError = ProtocolError
+UnprocessableEntityError = BadRequestError
+PermissionDeniedError = AuthenticationError
+InternalServerError = ServerError

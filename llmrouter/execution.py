@@ -20,11 +20,13 @@ table of error -> decision.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from llmrouter._accumulate import ChunkAccumulator
 from llmrouter._request import ChatRequest
 from llmrouter.backends.spec import BackendSpec
 from llmrouter.errors import (
@@ -46,6 +48,7 @@ from llmrouter.route import Attempt, Route
 
 if TYPE_CHECKING:
     from llmrouter.state.shared import SharedBalancer, SharedBreaker, SharedBudget
+    from llmrouter.types import ChatCompletion
 
 __all__ = [
     "BackendInfo",
@@ -63,6 +66,7 @@ __all__ = [
     "cancelled",
     "decide",
     "fails_over",
+    "first_content",
     "hedge",
     "hurts_health",
     "next_step",
@@ -214,6 +218,7 @@ class Execution(Generic[B]):
     calls: int = 0
     scheduled: Member[B] | None = None  # a retry, called once its Wait has been served
     outcome: GiveUp | None = None  # set once the request has ended in an error
+    request_id: int = field(default_factory=itertools.count(1).__next__)  # in its events
 
     def elapsed(self) -> float:
         return self.clock() - self.started
@@ -257,6 +262,8 @@ def start(
 ) -> Execution[B]:
     """A new request over the members in ``order`` (the balancers' current preference)."""
     total = request.timeout if request.timeout is not None else policy.total_timeout
+    if request.max_retries is not None:  # with_options(max_retries=)
+        policy = policy.with_max_retries(request.max_retries)
     budget.record_request()
     deadline = Deadline(total, clock)
     return Execution(request, deadline, order, policy, budget, events, clock, started=clock())
@@ -277,7 +284,16 @@ def next_step(ex: Execution[B]) -> Step[B]:
         wait = member.breaker.cooldown_remaining()
         error = BreakerOpenError(f"circuit breaker open ({wait:.1f} s left)", backend=member.name)
         ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
-        ex.events.emit(Event("skip", member.name, elapsed_s=ex.elapsed(), error=error))
+        ex.events.emit(
+            Event(
+                "skip",
+                member.name,
+                elapsed_s=ex.elapsed(),
+                error=error,
+                request_id=ex.request_id,
+                request=ex.request,
+            )
+        )
     if ex.skipped and (ex.calls == 0 or ex.budget.try_spend()):
         # Nothing healthy is left: rather than fail without a call, probe the open backend
         # whose cooldown ends first. The first such probe is free; later ones in the same
@@ -294,11 +310,17 @@ def next_step(ex: Execution[B]) -> Step[B]:
     if remaining is not None and wait >= remaining:
         return _give_up(ex)
     if not ex.budget.try_spend():
-        ex.events.emit(Event("give_up", member.name, detail="retry budget exhausted"))
-        return _give_up(ex)
+        return _give_up(ex, detail="retry budget exhausted")
     ex.retries[id(member)] = ex.retries.get(id(member), 0) + 1
     ex.events.emit(
-        Event("retry", member.name, ex.calls + 1, ex.elapsed(), detail=f"after {wait:.3f} s")
+        Event(
+            "retry",
+            member.name,
+            ex.calls + 1,
+            ex.elapsed(),
+            detail=f"after {wait:.3f} s",
+            request_id=ex.request_id,
+        )
     )
     if wait > 0:
         ex.scheduled = member
@@ -312,23 +334,25 @@ def record(
     error: BackendError | InvalidRequestError | None = None,
     *,
     after_content: bool = False,
+    response: ChatCompletion | ChunkAccumulator | None = None,
 ) -> GiveUp | None:
     """What happened to ``attempt``: ``None`` for a success, else the error it raised.
 
     ``after_content``: a stream failed after content reached the caller; it is recorded, and
-    the request ends (resending would duplicate what the caller has). Returns the
-    :class:`GiveUp` when the request must end here (:func:`next_step` returns it too).
+    the request ends (resending would duplicate what the caller has). ``response``: on
+    success, what was answered (for the ``success`` event: telemetry reads the model, usage
+    and finish reasons there). Returns the :class:`GiveUp` when the request must end here
+    (:func:`next_step` returns it too).
     """
     if error is None:
-        _succeeded(ex, attempt)
+        _succeeded(ex, attempt, response)
         return None
     if isinstance(error, InvalidRequestError):
         return _unsupported(ex, attempt, error)
     decision = decide(error, ex.policy)
     _record_failure(ex, attempt, error, decision.hurts_health)
     if after_content:
-        ex.outcome = GiveUp(error)
-        return ex.outcome
+        return _end(ex, error)
     ex.route.backend = ""
     member = attempt.member
     if decision.larger_context_only:
@@ -337,16 +361,18 @@ def record(
         floor = member.backend.max_context or 0
         ex.pending = deque(m for m in ex.pending if (m.backend.max_context or 0) > floor)
         if not ex.pending:
-            ex.outcome = GiveUp(error)
-            return ex.outcome
+            return _end(ex, error)
     elif not decision.fails_over:
-        ex.outcome = GiveUp(error)
-        return ex.outcome
+        return _end(ex, error)
     else:
         ex.failed.append((member, error))
     if ex.deadline.expired():
         return _give_up(ex, error)
-    ex.events.emit(Event("failover", member.name, attempt.number, ex.elapsed(), error))
+    ex.events.emit(
+        Event(
+            "failover", member.name, attempt.number, ex.elapsed(), error, request_id=ex.request_id
+        )
+    )
     return None
 
 
@@ -356,19 +382,61 @@ def cancelled(ex: Execution[B], attempt: Try[B]) -> None:
     member.balancer.finished(member.index, None)
     error = HedgeLostError("cancelled: another backend answered first", backend=member.name)
     ex.route.attempts.append(Attempt(member.name, error, ex.clock() - attempt.started))
+    if ex.events.active:
+        ex.events.emit(
+            Event(
+                "cancelled",
+                member.name,
+                attempt.number,
+                ex.elapsed(),
+                error,
+                request_id=ex.request_id,
+            )
+        )
 
 
 def abandoned(ex: Execution[B], attempt: Try[B]) -> None:
     """The caller stopped waiting for ``attempt`` (cancelled, interrupted): it is no longer
     in flight; neither the breaker nor the latency estimate learns anything from it."""
     attempt.member.balancer.finished(attempt.member.index, None)
+    if ex.events.active:
+        ex.events.emit(
+            Event(
+                "abandoned",
+                attempt.member.name,
+                attempt.number,
+                ex.elapsed(),
+                request_id=ex.request_id,
+            )
+        )
+
+
+def first_content(ex: Execution[B], attempt: Try[B]) -> None:
+    """A stream's first content reached the caller (its time to first token)."""
+    if ex.events.active:
+        ex.events.emit(
+            Event(
+                "first_token",
+                attempt.member.name,
+                attempt.number,
+                ex.elapsed(),
+                request_id=ex.request_id,
+            )
+        )
 
 
 def hedge(ex: Execution[B], delay: float) -> bool:
     """May a hedged attempt start now, ``delay`` s after the first? It spends the budget."""
     if not ex.budget.try_spend():
         return False
-    ex.events.emit(Event("hedge", elapsed_s=ex.elapsed(), detail=f"after {delay:.3f} s"))
+    ex.events.emit(
+        Event(
+            "hedge",
+            elapsed_s=ex.elapsed(),
+            detail=f"after {delay:.3f} s",
+            request_id=ex.request_id,
+        )
+    )
     return True
 
 
@@ -379,7 +447,18 @@ def _begin(ex: Execution[B], member: Member[B]) -> Try[B]:
     ex.calls += 1
     member.balancer.started(member.index)
     if ex.events.active:
-        ex.events.emit(Event("attempt_start", member.name, ex.calls, ex.elapsed()))
+        ex.events.emit(
+            Event(
+                "attempt_start",
+                member.name,
+                ex.calls,
+                ex.elapsed(),
+                request_id=ex.request_id,
+                request=ex.request,
+                spec=member.spec,
+                breaker=member.breaker.state,
+            )
+        )
     deadline = ex.deadline.child(member.spec.timeouts.total)
     return Try(member, ex.clock(), deadline, ex.calls, member.breaker.generation)
 
@@ -407,19 +486,27 @@ def _retry_choice(ex: Execution[B]) -> tuple[Member[B], float] | None:
     return best
 
 
-def _give_up(ex: Execution[B], last: BaseException | None = None) -> GiveUp:
-    ex.events.emit(Event("give_up", elapsed_s=ex.elapsed(), error=last))
+def _give_up(ex: Execution[B], last: BaseException | None = None, detail: str = "") -> GiveUp:
     failures = [a.error for a in ex.route.attempts if a.error is not None and not a.skipped]
     if failures and len({a.backend for a in ex.route.attempts}) == 1:
         # One backend (perhaps retried): its own typed error says it best.
-        ex.outcome = GiveUp(failures[-1])
-        return ex.outcome
+        return _end(ex, failures[-1], detail)
     if ex.deadline.expired() and last is None:
         timeout = BackendTimeoutError(
             f"total deadline of {ex.policy.total_timeout} s passed", retryable=False
         )
         ex.route.attempts.append(Attempt("(deadline)", timeout, 0.0))
-    ex.outcome = GiveUp(AllBackendsFailedError(ex.route.attempts))
+    return _end(ex, AllBackendsFailedError(ex.route.attempts), detail)
+
+
+def _end(ex: Execution[B], error: BaseException, detail: str = "") -> GiveUp:
+    """The request ends in ``error``, which goes to the caller: its one ``give_up`` event."""
+    ex.events.emit(
+        Event(
+            "give_up", elapsed_s=ex.elapsed(), error=error, detail=detail, request_id=ex.request_id
+        )
+    )
+    ex.outcome = GiveUp(error)
     return ex.outcome
 
 
@@ -430,12 +517,21 @@ def _unsupported(ex: Execution[B], attempt: Try[B], error: InvalidRequestError) 
     member.balancer.finished(member.index, None)
     ex.calls -= 1  # nothing was sent
     ex.route.attempts.append(Attempt(member.name, error, 0.0, skipped=True))
-    ex.events.emit(Event("skip", member.name, attempt.number, ex.elapsed(), error))
+    ex.events.emit(
+        Event(
+            "skip",
+            member.name,
+            attempt.number,
+            ex.elapsed(),
+            error,
+            request_id=ex.request_id,
+            request=ex.request,
+        )
+    )
     if ex.pending:
         return None
     if not any(not a.skipped for a in ex.route.attempts):
-        ex.outcome = GiveUp(error)
-        return ex.outcome
+        return _end(ex, error)
     return _give_up(ex)
 
 
@@ -447,10 +543,14 @@ def _record_failure(
     ex.route.attempts.append(Attempt(member.name, error, ex.clock() - attempt.started))
     if unhealthy:
         member.breaker.record_failure(attempt.generation)
-    ex.events.emit(Event("failure", member.name, attempt.number, ex.elapsed(), error))
+    ex.events.emit(
+        Event("failure", member.name, attempt.number, ex.elapsed(), error, request_id=ex.request_id)
+    )
 
 
-def _succeeded(ex: Execution[B], attempt: Try[B]) -> None:
+def _succeeded(
+    ex: Execution[B], attempt: Try[B], response: ChatCompletion | ChunkAccumulator | None
+) -> None:
     member = attempt.member
     latency = ex.clock() - attempt.started
     member.balancer.finished(member.index, latency)
@@ -458,4 +558,13 @@ def _succeeded(ex: Execution[B], attempt: Try[B]) -> None:
     ex.route.backend = member.name
     member.breaker.record_success(attempt.generation)
     if ex.events.active:
-        ex.events.emit(Event("success", member.name, attempt.number, ex.elapsed()))
+        ex.events.emit(
+            Event(
+                "success",
+                member.name,
+                attempt.number,
+                ex.elapsed(),
+                request_id=ex.request_id,
+                response=response,
+            )
+        )

@@ -4,10 +4,15 @@ Field names and optionality follow openai-python (see ``shared/protocols/openai-
 Every model allows extra fields, so engine extras (vLLM's ``reasoning``, llama.cpp's
 ``timings``) survive, and ``model_dump(exclude_unset=True)`` gives back the JSON the server sent.
 The route (which backend served) is a private attribute, never part of the dump.
+
+``to_dict()`` and ``to_json()`` are the openai SDK's (``openai._models.BaseModel``): by alias,
+unset fields left out, ``to_json`` indented by 2; ``model_dump_json()`` is pydantic's, as in the
+SDK.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +34,8 @@ __all__ = [
     "Function",
     "Model",
     "ModelList",
+    "exchange_of",
+    "set_exchange",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -36,6 +43,47 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "functi
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    def to_dict(
+        self,
+        *,
+        mode: Literal["json", "python"] = "python",
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> dict[str, Any]:
+        """A dict of this model, as the openai SDK's ``to_dict``: the fields the server sent
+        (``exclude_unset``), by their API names."""
+        return self.model_dump(
+            mode=mode,
+            by_alias=use_api_names,
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
+            warnings=warnings,
+        )
+
+    def to_json(
+        self,
+        *,
+        indent: int | None = 2,
+        use_api_names: bool = True,
+        exclude_unset: bool = True,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> str:
+        """JSON text of this model, as the openai SDK's ``to_json`` (indented by 2)."""
+        return self.model_dump_json(
+            indent=indent,
+            by_alias=use_api_names,
+            exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults,
+            exclude_none=exclude_none,
+            warnings=warnings,
+        )
 
 
 class Function(_Base):
@@ -115,6 +163,23 @@ class _Routed(_Base):
     def route(self, route: Route) -> None:
         object.__setattr__(self, "_llmrouter_route", route)
 
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` header of the attempt that served this, as the openai SDK's
+        ``_request_id`` (``None`` when the server sent none, or for an in-process backend)."""
+        exchange = self.__dict__.get("_llmrouter_http")
+        if exchange is None:
+            return None
+        for name, value in exchange[1].items():
+            if name.lower() == "x-request-id":
+                return str(value)
+        return None
+
+    @property
+    def _request_id(self) -> str | None:
+        """The openai SDK's name for :attr:`request_id`."""
+        return self.request_id
+
 
 class ChatCompletion(_Routed):
     """A complete chat response, as ``POST /v1/chat/completions`` returns it."""
@@ -190,3 +255,23 @@ class ModelList(_Routed):
 
     object: str = "list"
     data: list[Model]
+
+    def __iter__(self) -> Iterator[Model]:  # type: ignore[override]
+        """The models, as iterating the openai SDK's ``SyncPage`` gives them (not pydantic's
+        ``(field, value)`` pairs)."""
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def set_exchange(response: _Base, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """Record the HTTP status, headers and raw body of the attempt that served ``response``
+    (not part of the JSON; read by ``with_raw_response``)."""
+    object.__setattr__(response, "_llmrouter_http", (status, dict(headers), body))
+
+
+def exchange_of(response: _Base) -> tuple[int, dict[str, str], bytes] | None:
+    """What :func:`set_exchange` recorded, or ``None`` (an in-process backend: no HTTP)."""
+    value: tuple[int, dict[str, str], bytes] | None = response.__dict__.get("_llmrouter_http")
+    return value

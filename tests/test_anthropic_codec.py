@@ -268,8 +268,14 @@ def test_tool_choice_mapping(choice: Any, expected: dict[str, Any]) -> None:
 
 def test_tool_choice_edges() -> None:
     assert "tool_choice" not in body_of(tool_choice="auto")  # no tools: nothing to choose
-    refused("tool_choice", tool_choice="required")
-    refused("tool_choice", tools=WEATHER, tool_choice={"type": "function"})
+    # Checked for every backend before any codec runs (llmrouter._request), so no scheme prefix.
+    for kw in (
+        {"tool_choice": "required"},
+        {"tools": WEATHER, "tool_choice": {"type": "function"}},
+    ):
+        with pytest.raises(errors.InvalidRequestError) as info:
+            build(**kw)
+        assert info.value.param == "tool_choice"
     no_parallel = body_of(tools=WEATHER, tool_choice="required", parallel_tool_calls=False)
     assert no_parallel["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     assert body_of(tools=WEATHER, parallel_tool_calls=False)["tool_choice"] == {

@@ -23,6 +23,7 @@ HEAVY = [
     "torch",
     "transformers",
     "huggingface_hub",
+    "opentelemetry",  # the otel extra: imported only when telemetry is turned on
 ]
 
 
@@ -44,6 +45,21 @@ def test_sync_client_creation_loads_no_optional_dependency() -> None:
     )
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
     assert "asyncio" not in loaded  # the sync client never pays for the event loop
+
+
+def test_telemetry_off_loads_no_opentelemetry_even_with_an_event_hook() -> None:
+    loaded = _loaded_after(
+        "from llmrouter import Client\nClient('http://127.0.0.1:9/v1', on_event=print)\n"
+        "Client('http://127.0.0.1:9/v1', telemetry=False)"
+    )
+    assert "opentelemetry" not in loaded
+
+
+def test_telemetry_on_loads_opentelemetry() -> None:
+    loaded = _loaded_after(
+        "from llmrouter import Client\nClient('http://127.0.0.1:9/v1', telemetry=True)"
+    )
+    assert "opentelemetry" in loaded
 
 
 def test_vllm_local_client_loads_vllm_only_on_first_use() -> None:

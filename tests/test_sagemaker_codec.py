@@ -288,7 +288,7 @@ def test_tgi_body() -> None:
         {"n": 2},
         {"logprobs": True},
         {"tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"tool_choice": "required"},
+        {"tool_choice": "auto"},
         {"response_format": {"type": "json_object"}},
     ],
 )

@@ -98,6 +98,9 @@ def test_model_is_tgi_unless_the_call_names_one_without_a_pin() -> None:
     assert body_of(SPEC, "m", extra_body={"model": "x"})["model"] == "x"
 
 
+TOOL_F = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -128,7 +131,10 @@ def test_model_is_tgi_unless_the_call_names_one_without_a_pin() -> None:
             {"response_format": {"type": "json_object", "value": SCHEMA}},
             {"response_format": {"type": "json", "value": SCHEMA}},
         ),
-        ({"tool_choice": "required"}, {"tool_choice": "required"}),
+        (
+            {"tools": TOOL_F, "tool_choice": "required"},
+            {"tools": TOOL_F, "tool_choice": "required"},
+        ),
         ({"stream_options": {"include_usage": True}}, {"stream_options": {"include_usage": True}}),
     ],
 )

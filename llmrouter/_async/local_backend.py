@@ -88,8 +88,8 @@ class AsyncLocalBackend:
             return self._embedder
 
     async def embed(self, request: EmbeddingRequest, deadline: Deadline) -> CreateEmbeddingResponse:
-        """One pooled, normalised vector per input (``llamacpp_embed``), in a worker thread on
-        the async client."""
+        """One pooled, normalised vector per input (``llamacpp_embed``), off the event loop
+        (a worker thread) where there is one."""
         embedder = self._embedder
         if embedder is None:
             embedder = await athread_call(self._load_embedder)

@@ -86,6 +86,8 @@ class AsyncRouter:
         owns_state: bool = False,
     ) -> None:
         self.policy = retry_policy or RetryPolicy()
+        #: Set by :meth:`aclose`: the clients refuse calls from then on.
+        self.closed = False
         if timeout is not None:
             self.policy = replace(self.policy, total_timeout=timeout)
         # With a state store, breakers and the budget are shared; without one (the default)
@@ -248,7 +250,7 @@ class AsyncRouter:
             except BaseException:
                 abandoned(ex, t)
                 raise
-            record(ex, t)
+            record(ex, t, response=completion)
             # if async
             self.observe_latency(self._clock() - t.started)
             # endif
@@ -320,6 +322,7 @@ class AsyncRouter:
 
     async def aclose(self) -> None:
         self._closing = True
+        self.closed = True
         if self._prober is not None:
             self._prober.cancel()
             self._prober = None

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from llmrouter._accumulate import ChunkAccumulator
 from llmrouter.backends.interfaces import AsyncChunkSource
 from llmrouter.errors import BackendError, StreamInterruptedError
-from llmrouter.execution import Execution, Try, record
+from llmrouter.execution import Execution, Try, first_content, record
 from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
@@ -65,6 +65,12 @@ class AsyncStream:
         """The content (choice 0) delivered so far."""
         return self._acc.text
 
+    def http_exchange(self) -> tuple[int, dict[str, str]] | None:
+        """The HTTP status and headers of the serving attempt's response; ``None`` for an
+        in-process backend (``with_raw_response`` reads them)."""
+        exchange = getattr(self._source, "http_exchange", None)
+        return exchange() if exchange is not None else None
+
     def __aiter__(self) -> AsyncStream:
         return self
 
@@ -81,13 +87,14 @@ class AsyncStream:
             except BackendError as exc:
                 await self._recover(exc)
                 continue
-            # if async
             if not self._acc.delivered:
                 self._acc.add(chunk)
                 if self._acc.delivered:  # the first content: time to first token
+                    # if async
                     self._router.observe_latency(self._ex.clock() - self._try.started)
+                    # endif
+                    first_content(self._ex, self._try)
                 return chunk
-            # endif
             self._acc.add(chunk)
             return chunk
 
@@ -113,7 +120,7 @@ class AsyncStream:
     def _finish(self) -> None:
         if not self._closed:
             self._closed = True
-            record(self._ex, self._try)
+            record(self._ex, self._try, response=self._acc)
 
     async def aclose(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""

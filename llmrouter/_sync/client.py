@@ -3,33 +3,65 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal, overload
 
 from typing_extensions import Unpack
 
+from llmrouter._sync.embeddings import Embeddings
+from llmrouter._sync.raw import RawResponse, entered
 from llmrouter._sync.router import Router
 from llmrouter._sync.stream import Stream
 
 from llmrouter._http import SyncHTTPTransport
-from llmrouter._request import CreateParams, ParseParams, build_request
+from llmrouter._options import CallDefaults, call_defaults, client_chain
+from llmrouter._request import ChatRequest, CreateParams, ParseParams, build_request
 from llmrouter._structured import parse_completion, response_format_for
-from llmrouter.config import BackendSpec, resolve_chain
-from llmrouter.errors import ConfigError
-from llmrouter.events import Event, EventSink
+from llmrouter._telemetry import client_sink
+from llmrouter.config import BackendSpec
+from llmrouter.errors import (
+    ClientClosedError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from llmrouter.events import Event, Subscriber
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
 from llmrouter.state import StateStore, MemoryState, open_state
-from llmrouter.types import ChatCompletion, ModelList
+from llmrouter.types import ChatCompletion, Model, ModelList
 
 __all__ = ["Client"]
+
+# with_options changes that a copy can carry per call, sharing the backends.
+_SHARED_OPTIONS = frozenset({"timeout", "max_retries", "default_headers", "default_query"})
 
 
 class Completions:
     """``client.chat.completions``."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, defaults: CallDefaults) -> None:
         self._router = router
+        self._defaults = defaults
+
+    @property
+    def with_raw_response(self) -> RawCompletions:
+        """``create`` returning an :class:`~llmrouter._sync.raw.RawResponse`: the status,
+        headers and raw body of the attempt that served, and ``parse()`` for the response."""
+        return RawCompletions(self)
+
+    @property
+    def with_streaming_response(self) -> StreamingCompletions:
+        """``create`` as a context manager entering an
+        :class:`~llmrouter._sync.raw.StreamedResponse` (``iter_lines()``...)."""
+        return StreamingCompletions(self)
+
+    def _request(self, messages: Iterable[Any], stream: bool, kwargs: Any) -> ChatRequest:
+        if self._router.closed:
+            raise _closed()
+        request = build_request(messages, stream, kwargs)
+        return request if self._defaults.empty else self._defaults.apply(request)
 
     @overload
     def create(
@@ -67,7 +99,7 @@ class Completions:
             BackendError: the one backend failed (a subclass says how).
             AllBackendsFailedError: every backend of a chain failed.
         """
-        request = build_request(messages, stream, kwargs)
+        request = self._request(messages, stream, kwargs)
         if stream:
             return self._router.stream(request)
         return self._router.chat(request)
@@ -83,7 +115,7 @@ class Completions:
         Raises:
             OutputParseError: the output does not validate (``.raw`` holds the text).
         """
-        request = build_request(
+        request = self._request(
             messages, False, {**kwargs, "response_format": response_format_for(response_format)}
         )
         completion = self._router.chat(request)
@@ -91,11 +123,33 @@ class Completions:
         return completion
 
 
+class RawCompletions:
+    """``client.chat.completions.with_raw_response``."""
+
+    def __init__(self, completions: Completions) -> None:
+        self._completions = completions
+
+    def create(self, *, messages: Iterable[Any], **kwargs: Any) -> RawResponse:
+        """:meth:`Completions.create`, returning the raw response around its result."""
+        return RawResponse(self._completions.create(messages=messages, **kwargs))
+
+
+class StreamingCompletions:
+    """``client.chat.completions.with_streaming_response``."""
+
+    def __init__(self, completions: Completions) -> None:
+        self._completions = completions
+
+    def create(self, *, messages: Iterable[Any], **kwargs: Any) -> Any:
+        """:meth:`Completions.create` as a context manager (``with ... as response``)."""
+        return entered(lambda: self._completions.create(messages=messages, **kwargs))
+
+
 class Chat:
     """``client.chat``."""
 
-    def __init__(self, router: Router) -> None:
-        self.completions = Completions(router)
+    def __init__(self, router: Router, defaults: CallDefaults) -> None:
+        self.completions = Completions(router, defaults)
 
 
 class Models:
@@ -106,18 +160,58 @@ class Models:
 
     def list(self) -> ModelList:
         """The models every reachable backend serves (``GET /v1/models``, merged)."""
+        if self._router.closed:
+            raise _closed()
         return self._router.list_models()
+
+    def retrieve(self, model: str) -> Model:
+        """The model named ``model``, from the backends' lists.
+
+        Raises:
+            NotFoundError: no backend serves it (the message lists what they serve).
+        """
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError(
+                f"model: expected a non-empty string, got {model!r}", param="model"
+            )
+        models = self.list()
+        for entry in models.data:
+            if entry.id == model:
+                return entry
+        served = ", ".join(m.id for m in models.data[:10]) or "none"
+        raise NotFoundError(
+            f"The model '{model}' does not exist (served: {served})",
+            status_code=404,
+            body={"error": {"message": f"The model '{model}' does not exist", "code": None}},
+            error_type="invalid_request_error",
+        )
+
+
+def _closed() -> ClientClosedError:
+    return ClientClosedError("the client has been closed", retryable=False)
 
 
 class Client:
     """An OpenAI-shaped client over one backend or a failover chain.
 
+    The openai SDK's constructor arguments mean what they mean there (``docs/migrating.md``
+    has the table); ``url``/``backends`` and what follows ``default_query`` are llmrouter's.
+
     Args:
         url: backend URLs, comma-separated in failover order (``"vllm://a:8000, openai://"``).
             Default: ``LLMROUTER_URL``, else ``OPENAI_BASE_URL``, else the embedded model.
         backends: the same as a list of URLs or :class:`BackendSpec` values.
-        timeout: total deadline of a request in seconds, retries and failover included
-            (default: the retry policy's, 60 s).
+        api_key: the key (default ``OPENAI_API_KEY``) of the ``base_url`` server, or of the one
+            backend of ``url``; held like an environment key: never shown.
+        base_url: one OpenAI-compatible server (default ``OPENAI_BASE_URL``); not with ``url``.
+        organization: sent as ``OpenAI-Organization`` (default ``OPENAI_ORG_ID``).
+        project: sent as ``OpenAI-Project`` (default ``OPENAI_PROJECT_ID``).
+        timeout: seconds: the total deadline of a call, retries and failover included
+            (default: the retry policy's, 60 s); an ``httpx.Timeout``: its ``connect`` and
+            ``read`` limit each attempt.
+        max_retries: retries per backend (default 2, as in the SDK).
+        default_headers: headers sent with every call.
+        default_query: query parameters added to every call's URL (HTTP backends).
         retry_policy: when and how long to retry (default :class:`RetryPolicy`; use
             ``RetryPolicy.testing()`` in tests for zero waits).
         retry_budget: the cap on retries across this client (default 20 % of recent requests
@@ -128,6 +222,10 @@ class Client:
             after 5 consecutive failures or a 50 % failure rate over 20 calls, 30 s cooldown).
         on_event: called with every :class:`~llmrouter.events.Event` (attempts, retries,
             failovers, breaker changes); must be quick and must not raise.
+        telemetry: OpenTelemetry spans and metrics for every request (``llmrouter[otel]``):
+            ``True`` for the global providers, a :class:`llmrouter.otel.Telemetry` for given
+            ones, ``False`` for none. Default: on when ``LLMROUTER_OTEL=1``. See
+            ``docs/telemetry.md``.
         transport: the HTTP transport (default: httpx2).
         state: where breaker, health and retry-budget state lives: ``"redis://host:6379/0"``
             (shared by every client using it, across processes and machines; needs
@@ -143,20 +241,41 @@ class Client:
         url: str | None = None,
         *,
         backends: Sequence[str | BackendSpec] | None = None,
-        timeout: float | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: float | Any | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
         retry_policy: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
         balancing: Strategy = "least_outstanding",
         circuit_breaker: Callable[[], CircuitBreaker] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        telemetry: bool | Subscriber | None = None,
         transport: SyncHTTPTransport | None = None,
         state: str | StateStore | MemoryState | None = None,
     ) -> None:
-        if url is not None and backends is not None:
-            raise ConfigError("give either url or backends, not both")
-        if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
-            raise ConfigError(f"timeout: expected a positive number of seconds, got {timeout!r}")
-        chain = resolve_chain(backends if backends is not None else url)
+        # Kept for with_options (never shown: the key is in it).
+        self._args: dict[str, Any] = {
+            k: v for k, v in locals().items() if k not in ("self", "__class__")
+        }
+        defaults = call_defaults(
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            default_query=default_query,
+        )
+        chain = client_chain(
+            url,
+            backends,
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+        )
         self.backends: list[BackendSpec] = [spec for group in chain for spec in group]
         if balancing not in ("least_outstanding", "round_robin", "latency"):
             raise ConfigError(
@@ -166,21 +285,64 @@ class Client:
         self._router = Router(
             chain,
             transport or SyncHTTPTransport(),
-            timeout=timeout,
+            timeout=defaults.timeout,
             retry_policy=retry_policy,
             budget=retry_budget,
             balancing=balancing,
             breaker_factory=circuit_breaker,
-            events=EventSink(on_event),
+            events=client_sink(on_event, telemetry),
             state=store,
             owns_state=store is not None and not isinstance(state, StateStore),
         )
-        self.chat = Chat(self._router)
-        self.models = Models(self._router)
+        self._set_up(self._router, replace(defaults, timeout=None))
+
+    def _set_up(self, router: Router, defaults: CallDefaults) -> None:
+        self._defaults = defaults
+        self.chat = Chat(router, defaults)
+        self.models = Models(router)
+        self.embeddings = Embeddings(router, defaults)
+
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called (then every call fails, as in the openai SDK)."""
+        return self._router.closed
+
+    def with_options(self, **changes: Any) -> Client:
+        """A copy of this client with some constructor arguments changed, as in the openai SDK
+        (``client.with_options(timeout=5.0, max_retries=0).chat.completions.create(...)``).
+
+        A copy that changes only ``timeout``, ``max_retries`` and ``default_headers`` (merged
+        with this client's) or ``default_query`` shares this client's backends: connections,
+        breakers and loaded models; closing either closes both. Other changes (``api_key``,
+        ``base_url``, ``url``...) make a new client with its own.
+        """
+        unknown = sorted(set(changes) - set(self._args))
+        if unknown:
+            raise TypeError(f"with_options() got unexpected keyword argument(s): {unknown}")
+        if "default_headers" in changes and changes["default_headers"] is not None:
+            merged = dict(self._args.get("default_headers") or {})
+            merged.update(changes["default_headers"])
+            changes["default_headers"] = merged
+        args = {**self._args, **changes}
+        if set(changes) <= _SHARED_OPTIONS:
+            copy = object.__new__(type(self))
+            copy.__dict__.update(self.__dict__)
+            copy._args = args
+            defaults = call_defaults(
+                timeout=args["timeout"],
+                max_retries=args["max_retries"],
+                default_headers=args["default_headers"],
+                default_query=args["default_query"],
+            )
+            copy._set_up(self._router, defaults)
+            return copy
+        return type(self)(**args)
+
+    copy = with_options
 
     def close(self) -> None:
-        """Release connections and in-process models."""
+        """Release connections and in-process models; calls made after it fail."""
         self._router.close()
+
 
     def __enter__(self) -> Client:
         return self

@@ -89,8 +89,8 @@ class LocalBackend:
             return self._embedder
 
     def embed(self, request: EmbeddingRequest, deadline: Deadline) -> CreateEmbeddingResponse:
-        """One pooled, normalised vector per input (``llamacpp_embed``), in a worker thread on
-        the async client."""
+        """One pooled, normalised vector per input (``llamacpp_embed``), off the event loop
+        (a worker thread) where there is one."""
         embedder = self._embedder
         if embedder is None:
             embedder = thread_call(self._load_embedder)

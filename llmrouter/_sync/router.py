@@ -80,6 +80,8 @@ class Router:
         owns_state: bool = False,
     ) -> None:
         self.policy = retry_policy or RetryPolicy()
+        #: Set by :meth:`close`: the clients refuse calls from then on.
+        self.closed = False
         if timeout is not None:
             self.policy = replace(self.policy, total_timeout=timeout)
         # With a state store, breakers and the budget are shared; without one (the default)
@@ -234,7 +236,7 @@ class Router:
             except BaseException:
                 abandoned(ex, t)
                 raise
-            record(ex, t)
+            record(ex, t, response=completion)
             completion.route = ex.route
             return completion
 
@@ -283,6 +285,7 @@ class Router:
 
     def close(self) -> None:
         self._closing = True
+        self.closed = True
         if self._prober is not None:
             self._prober.cancel()
             self._prober = None

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from llmrouter._accumulate import ChunkAccumulator
 from llmrouter.backends.interfaces import ChunkSource
 from llmrouter.errors import BackendError, StreamInterruptedError
-from llmrouter.execution import Execution, Try, record
+from llmrouter.execution import Execution, Try, first_content, record
 from llmrouter.route import Route
 from llmrouter.types import ChatCompletionChunk
 
@@ -62,6 +62,12 @@ class Stream:
         """The content (choice 0) delivered so far."""
         return self._acc.text
 
+    def http_exchange(self) -> tuple[int, dict[str, str]] | None:
+        """The HTTP status and headers of the serving attempt's response; ``None`` for an
+        in-process backend (``with_raw_response`` reads them)."""
+        exchange = getattr(self._source, "http_exchange", None)
+        return exchange() if exchange is not None else None
+
     def __iter__(self) -> Stream:
         return self
 
@@ -78,6 +84,11 @@ class Stream:
             except BackendError as exc:
                 self._recover(exc)
                 continue
+            if not self._acc.delivered:
+                self._acc.add(chunk)
+                if self._acc.delivered:  # the first content: time to first token
+                    first_content(self._ex, self._try)
+                return chunk
             self._acc.add(chunk)
             return chunk
 
@@ -103,7 +114,7 @@ class Stream:
     def _finish(self) -> None:
         if not self._closed:
             self._closed = True
-            record(self._ex, self._try)
+            record(self._ex, self._try, response=self._acc)
 
     def close(self) -> None:
         """Stop the stream and release its connection (or stop the local engine)."""

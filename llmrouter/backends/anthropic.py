@@ -46,6 +46,10 @@ __all__ = [
     "parse_models",
 ]
 
+# The Messages API requires ``model``: with no model known the driver says so before sending
+# (``AsyncHTTPBackend._model``).
+MODEL_REQUIRED = True
+
 CAPABILITIES = Capabilities(
     tools=True,
     tool_choice=True,

@@ -57,6 +57,10 @@ __all__ = [
     "needs_prepare", "parse_chat", "parse_models", "prepare", "request_body",
 ]  # fmt: skip
 
+# The model is part of the URL path: with no model known the driver says so before sending
+# (``AsyncHTTPBackend._model``).
+MODEL_REQUIRED = True
+
 CAPABILITIES = Capabilities(
     tools=True,
     tool_choice=True,

@@ -57,6 +57,10 @@ __all__ = [
     "translate_messages",
 ]
 
+# /api/chat names a pulled model or fails (ollama.md): with no model known the driver says so
+# before sending (``AsyncHTTPBackend._model``).
+MODEL_REQUIRED = True
+
 CAPABILITIES = Capabilities(
     tools=True,
     tool_choice=False,  # only "auto" and "none": Ollama cannot force a call

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import signal
 import socket
@@ -26,6 +27,7 @@ from llmrouter.errors import ConfigError
 from llmrouter.events import Event
 from llmrouter.server.auth import KeyStore
 from llmrouter.server.connections import GatewayRunner, connection_middleware
+from llmrouter.server.embeddings import embeddings
 from llmrouter.server.metrics import METRICS, GatewayMetrics
 from llmrouter.server.routes import Gateway
 from llmrouter.server.settings import SETTINGS, GatewaySettings, check_settings
@@ -57,6 +59,17 @@ def create_app(settings: GatewaySettings) -> web.Application:
     metrics = GatewayMetrics()
     options = dict(settings.client_options)
     options["on_event"] = _events_to(metrics, options.get("on_event"))
+    middlewares: list[Any] = [connection_middleware]
+    shutdown_otel: Callable[[], None] | None = None
+    if settings.otel:
+        from llmrouter.otel import Telemetry
+        from llmrouter.server.tracing import configure_from_env, tracing_middleware
+
+        shutdown_otel = configure_from_env()
+        middlewares.append(tracing_middleware())
+        options.setdefault("telemetry", Telemetry(capture_content=settings.otel_content or None))
+    else:
+        options.setdefault("telemetry", False)  # LLMROUTER_OTEL reaches the gateway as --otel
     # One store for the client's breakers and budget and the gateway's limits.
     store = aopen_state(options.pop("state", settings.state))
     client = AsyncClient(settings.url, state=store or MemoryState(), **options)
@@ -67,14 +80,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
     metrics.breaker_states = gateway.breaker_states
 
     # aiohttp enforces the size itself for bodies without Content-Length (chunked uploads).
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[connection_middleware]
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.router.add_post("/v1/chat/completions", gateway.chat_completions)
-    app.router.add_post("/v1/embeddings", gateway.embeddings)
+    app.router.add_post("/v1/embeddings", functools.partial(embeddings, gateway))
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/health", gateway.health)
     app.router.add_get("/ready", gateway.ready)
@@ -86,6 +97,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
         await client.aclose()
         if store is not None:
             await store.aclose()
+        if shutdown_otel is not None:
+            shutdown_otel()  # flush what is still batched
 
     app.on_cleanup.append(close_client)
     return app

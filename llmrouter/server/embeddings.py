@@ -18,7 +18,7 @@ from aiohttp import web
 from llmrouter.errors import LLMRouterError
 from llmrouter.server.intake import _invalid, _parse, _read
 from llmrouter.server.ratelimit import estimate_prompt_tokens
-from llmrouter.server.responses import GatewayError
+from llmrouter.server.responses import GatewayError, rate_limited
 
 if TYPE_CHECKING:
     from llmrouter.embeddings import CreateEmbeddingResponse
@@ -59,12 +59,10 @@ async def embeddings(gateway: Gateway, request: web.Request) -> web.StreamRespon
 async def _embed(
     gateway: Gateway, request: web.Request, record: AccessRecord, key_id: str
 ) -> web.StreamResponse:
-    from llmrouter.server.routes import _rate_limited
-
     denial = await gateway._admit(key_id)
     if denial is not None:
         gateway.metrics.rate_limited.inc(("requests",))
-        raise _rate_limited(denial, key_id)
+        raise rate_limited(denial, key_id)
     raw = await _read(request, gateway.settings)
     body = _parse(raw, gateway.settings.max_json_depth)
     if not isinstance(body, dict):
@@ -78,7 +76,7 @@ async def _embed(
     reserved, denial = await gateway._reserve(key_id, estimate_prompt_tokens(len(raw)))
     if denial is not None:
         gateway.metrics.rate_limited.inc(("tokens",))
-        raise _rate_limited(denial, key_id)
+        raise rate_limited(denial, key_id)
     try:
         resp: CreateEmbeddingResponse = await gateway.client.embeddings.create(**kwargs)
     except LLMRouterError as exc:

@@ -97,6 +97,7 @@ async def pump_raw(tail: RawTail, response: web.StreamResponse, tally: StreamTal
     source = tail.source
     decoder = source._decoder
     pending = source._pending
+    accumulated = tail.stream._acc
     out: list[bytes] = []
     try:
         while True:
@@ -109,7 +110,9 @@ async def pump_raw(tail: RawTail, response: web.StreamResponse, tally: StreamTal
                     continue
                 if b'"error"' in event or _FINISH.search(event) or _USAGE.search(event):
                     pending.appendleft(event)  # the source parses it: typed, scrubbed errors
-                    tally.add(await source.__anext__())
+                    parsed = await source.__anext__()
+                    tally.add(parsed)
+                    accumulated.add(parsed)  # the usage and finish reason the route reports
                 elif _CONTENT.search(event):
                     tally.chunks += 1
                 out.append(_frame(event))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmrouter.errors import (
     AllBackendsFailedError,
@@ -40,7 +40,16 @@ from llmrouter.errors import (
 from llmrouter.route import Attempt
 from llmrouter.server.upstream import attempt_line, raw_text, safe_message
 
-__all__ = ["GatewayError", "error_body", "from_exception"]
+if TYPE_CHECKING:
+    from llmrouter.server.ratelimit import Denial
+
+__all__ = [
+    "GatewayError",
+    "error_body",
+    "from_exception",
+    "rate_limited",
+    "too_many_in_flight",
+]
 
 
 @dataclass(eq=False)
@@ -203,3 +212,28 @@ def stream_error_event(exc: BaseException) -> bytes:
         err = from_exception(exc)
         body = error_body(err.message, err.type, err.param, err.code, err.attempts)
     return b"data: " + body + b"\n\n"
+
+
+def rate_limited(denial: Denial, key_id: str) -> GatewayError:
+    unit = "requests" if denial.limit == "requests" else "tokens"
+    return GatewayError(
+        429,
+        f"rate limit reached for key id {key_id!r}: {denial.per_minute} {unit} per minute; "
+        f"retry after {denial.retry_after_header} s",
+        "rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": denial.retry_after_header},
+        error_class="RateLimited",
+    )
+
+
+def too_many_in_flight(key_id: str, limit: int) -> GatewayError:
+    return GatewayError(
+        429,
+        f"too many requests in flight for key id {key_id!r}: at most {limit} at once; "
+        "retry after 1 s",
+        "rate_limit_error",
+        code="too_many_requests_in_flight",
+        headers={"Retry-After": "1"},
+        error_class="TooManyInFlight",
+    )

@@ -29,7 +29,13 @@ from llmrouter.server.ratelimit import (
     SharedRateLimiter,
     estimate_prompt_tokens,
 )
-from llmrouter.server.responses import GatewayError, error_body, from_exception
+from llmrouter.server.responses import (
+    GatewayError,
+    error_body,
+    from_exception,
+    rate_limited,
+    too_many_in_flight,
+)
 from llmrouter.server.settings import GatewaySettings
 from llmrouter.server.streaming import SSE_HEADERS, StreamTally, encode, has_output, relay
 from llmrouter.types import ChatCompletion
@@ -47,31 +53,6 @@ logger = logging.getLogger("llmrouter.server")
 CHAT = "/v1/chat/completions"
 MODELS = "/v1/models"
 _JSON = "application/json"
-
-
-def _rate_limited(denial: Denial, key_id: str) -> GatewayError:
-    unit = "requests" if denial.limit == "requests" else "tokens"
-    return GatewayError(
-        429,
-        f"rate limit reached for key id {key_id!r}: {denial.per_minute} {unit} per minute; "
-        f"retry after {denial.retry_after_header} s",
-        "rate_limit_error",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": denial.retry_after_header},
-        error_class="RateLimited",
-    )
-
-
-def _too_many_in_flight(key_id: str, limit: int) -> GatewayError:
-    return GatewayError(
-        429,
-        f"too many requests in flight for key id {key_id!r}: at most {limit} at once; "
-        "retry after 1 s",
-        "rate_limit_error",
-        code="too_many_requests_in_flight",
-        headers={"Retry-After": "1"},
-        error_class="TooManyInFlight",
-    )
 
 
 class Gateway:
@@ -179,7 +160,7 @@ class Gateway:
         limit = self.settings.max_in_flight_per_key
         if limit is not None and held >= limit:
             self.metrics.rate_limited.inc(("in_flight",))
-            raise _too_many_in_flight(key_id, limit)
+            raise too_many_in_flight(key_id, limit)
         self.key_in_flight[key_id] = held + 1
 
     def _release(self, key_id: str) -> None:
@@ -272,7 +253,7 @@ class Gateway:
         denial = await self._admit(key_id)
         if denial is not None:
             self.metrics.rate_limited.inc(("requests",))
-            raise _rate_limited(denial, key_id)
+            raise rate_limited(denial, key_id)
         body: ChatBody = await read_chat_body(request, self.settings)
         record.stream = body.stream
         if self.settings.log_content:
@@ -280,7 +261,7 @@ class Gateway:
         reserved, denial = await self._reserve(key_id, estimate_prompt_tokens(body.size))
         if denial is not None:
             self.metrics.rate_limited.inc(("tokens",))
-            raise _rate_limited(denial, key_id)
+            raise rate_limited(denial, key_id)
         create: Any = self.client.chat.completions.create
         messages, kwargs = body.messages, body.kwargs
         if body.stream:
@@ -358,12 +339,6 @@ class Gateway:
         if self.settings.log_content:
             record.response_text = "".join(tally.parts)
         return response
-
-    async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v1/embeddings`` (``llmrouter.server.embeddings``)."""
-        from llmrouter.server.embeddings import embeddings
-
-        return await embeddings(self, request)
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         record = self._begin(request)

@@ -472,6 +472,8 @@ class AnthropicFake(OpenAIFake):
 
     def _answer(self, request: Recorded) -> Error | Stream | Close | Stall:
         route = request.path.split("?", 1)[0]
+        if self.discovery is not None and (request.method, route) == ("GET", "/v1/models"):
+            return self.discovery  # type: ignore[return-value]
         if (request.method, route) not in (("POST", "/v1/messages"), ("GET", "/v1/models")):
             return api_error(404, "not_found_error", f"Not found: {request.method} {route}")
         if request.headers.get("x-api-key") != self.api_key:

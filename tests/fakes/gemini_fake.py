@@ -433,6 +433,8 @@ class GeminiFake(OpenAIFake):
 
     def _answer(self, request: Recorded) -> tuple[Answer, bool, str]:
         path, _, query = request.path.partition("?")
+        if self.discovery is not None and request.method == "GET" and path.endswith("/models"):
+            return self.discovery, False, ""  # type: ignore[return-value]
         params = parse_qs(query)
         if "key" in params:
             return (

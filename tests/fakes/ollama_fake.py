@@ -309,6 +309,8 @@ class OllamaFake(LoopbackServer):
         self.models = list(MODELS if models is None else models)
         self.thinking_models = list(THINKING if thinking_models is None else thinking_models)
         self.requests: list[Recorded] = []
+        #: When set, how ``GET /api/tags`` fails: an error status, or ``"stall"`` (no answer).
+        self.discovery: int | str | None = None
         self._queue: collections.deque[Scripted] = collections.deque()
 
     @property
@@ -368,6 +370,10 @@ class OllamaFake(LoopbackServer):
         if route in (("GET", "/"), ("HEAD", "/")):
             body = b"Ollama is running" if request.method == "GET" else b""
             return await self._send(writer, 200, body, "text/plain; charset=utf-8")
+        if route == ("GET", "/api/tags") and self.discovery == "stall":
+            await asyncio.sleep(3600)  # cancelled when the fake stops
+        if route == ("GET", "/api/tags") and isinstance(self.discovery, int):
+            return await self._error(writer, self.discovery, "tags are broken here")
         if route == ("GET", "/api/tags"):
             return await self._send(writer, 200, self._tags(), JSON_TYPE)
         if route == ("GET", "/api/version"):

@@ -318,6 +318,9 @@ class OpenAIFake(LoopbackServer):
         self.computed = computed
         self.api_key = api_key
         self.requests: list[Recorded] = []
+        #: When set, the answer to every discovery request (``GET .../models``; TGI's
+        #: ``/info``): a 404, a 500, a ``Stall()``, to show that discovery never blocks a chat.
+        self.discovery: Response | None = None
         self.connections = 0
         self.disconnects = 0
         self._queue: collections.deque[Response] = collections.deque()
@@ -367,6 +370,8 @@ class OpenAIFake(LoopbackServer):
         """Send one response; return whether the connection stays open."""
         if self.api_key is not None and not _authorized(request, self.api_key):
             response: Response = Error(401, _error_body("Incorrect API key provided", 401))
+        elif self.discovery is not None and request.path.split("?")[0].endswith("/models"):
+            response = self.discovery
         elif self.computed:
             response = self._computed(request)
         elif request.path.endswith("/models"):

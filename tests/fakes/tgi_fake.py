@@ -173,6 +173,8 @@ class TGIFake(OpenAIFake):
         max_total_tokens: prompt + ``max_tokens`` limit.
         reply: the text every answer generates (cut by ``max_tokens`` and stop strings).
         echo_tgi: answer ``model: "tgi"`` as some TGI releases did, instead of the model id.
+        serves_info: ``False`` answers ``GET /info`` with 404, as a proxy that exposes only
+            ``/v1`` does.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class TGIFake(OpenAIFake):
         max_stop_sequences: int = 4,
         reply: str = REPLY,
         echo_tgi: bool = False,
+        serves_info: bool = True,
     ) -> None:
         super().__init__(models=[model_id])
         self.model_id = model_id
@@ -192,6 +195,7 @@ class TGIFake(OpenAIFake):
         self.max_stop_sequences = max_stop_sequences
         self.reply = reply
         self.echo_tgi = echo_tgi
+        self.serves_info = serves_info
         self.healthy = True
 
     @property
@@ -221,7 +225,13 @@ class TGIFake(OpenAIFake):
     async def _respond(self, conn: _Conn, request: Recorded) -> bool:
         path = request.path.split("?", 1)[0]
         response: Response
-        if request.method == "GET" and path == "/info":
+        if (
+            request.method == "GET"
+            and path in ("/info", "/v1/models")
+            and self.discovery is not None
+        ):
+            response = self.discovery
+        elif request.method == "GET" and path == "/info" and self.serves_info:
             response = Error(200, self.info())
         elif request.method == "GET" and path in ("/health", "/ping"):
             response = (
