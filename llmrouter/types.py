@@ -36,6 +36,7 @@ __all__ = [
     "ModelList",
     "exchange_of",
     "set_exchange",
+    "stream_chunk",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -275,3 +276,29 @@ def exchange_of(response: _Base) -> tuple[int, dict[str, str], bytes] | None:
     """What :func:`set_exchange` recorded, or ``None`` (an in-process backend: no HTTP)."""
     value: tuple[int, dict[str, str], bytes] | None = response.__dict__.get("_llmrouter_http")
     return value
+
+
+def stream_chunk(
+    chunk_id: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    usage: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> ChatCompletionChunk:
+    """One OpenAI ``chat.completion.chunk`` with a single choice, as the codecs that translate a
+    vendor's stream (Anthropic, Bedrock, Gemini) emit it; ``extra`` adds fields to the choice."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    if extra:
+        choice.update(extra)
+    chunk: dict[str, Any] = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
+    if usage is not None:
+        chunk["usage"] = usage
+    return ChatCompletionChunk.model_validate(chunk)

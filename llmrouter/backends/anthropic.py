@@ -30,7 +30,7 @@ from llmrouter.errors import (
     ProtocolError,
     StatusError,
 )
-from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList, stream_chunk
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -715,16 +715,7 @@ class ChunkDecoder(SSEChunkDecoder):
     def _chunk(
         self, delta: dict[str, Any], finish: str | None = None, usage: Any = None
     ) -> ChatCompletionChunk:
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        if usage is not None:
-            chunk["usage"] = usage
-        return ChatCompletionChunk.model_validate(chunk)
+        return stream_chunk(self._id, self._created, self._model, delta, finish, usage)
 
 
 BACKEND = BackendDeclaration(

@@ -50,7 +50,7 @@ from llmrouter.errors import (
     ServerError,
     StatusError,
 )
-from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+from llmrouter.types import ChatCompletion, ChatCompletionChunk, Model, ModelList, stream_chunk
 
 __all__ = [
     "CAPABILITIES", "ChunkDecoder", "build_chat", "build_health", "build_models", "map_error",
@@ -663,23 +663,7 @@ class ChunkDecoder(SSEChunkDecoder):
         usage: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> ChatCompletionChunk:
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "finish_reason": finish,
-            "logprobs": None,
-            **(extra or {}),
-        }
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [choice],
-        }
-        if usage is not None:
-            chunk["usage"] = usage
-        return ChatCompletionChunk.model_validate(chunk)
+        return stream_chunk(self._id, self._created, self._model, delta, finish, usage, extra)
 
 
 # ---------------------------------------------------------------------------------------------
