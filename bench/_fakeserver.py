@@ -14,6 +14,8 @@ It prints ``PORT <n>`` on stdout once it listens, and serves, over HTTP/1.1 keep
   the body's ``max_tokens``, else 16. The first chunk carries ``role``, the last one
   ``finish_reason: "stop"``;
 * ``GET /v1/models``: a one-model list;
+* ``POST /v1/embeddings``: one 384-float vector per input (``input`` a string or a list), in
+  the openai ``CreateEmbeddingResponse`` shape, built once per input count and cached;
 * anything else: 404.
 
 Responses are built once per ``N`` and cached, and each is written with a single
@@ -113,6 +115,25 @@ def stream_response(n: int) -> bytes:
 
 _COMPLETION_RESPONSE = _json_response(_COMPLETION)
 _MODELS_RESPONSE = _json_response(_MODELS)
+EMBED_DIM = 384
+_VECTOR = [round(((i * 37) % 101) / 101 - 0.5, 6) for i in range(EMBED_DIM)]
+_EMBEDDINGS: dict[int, bytes] = {}
+
+
+def embeddings_response(n: int) -> bytes:
+    """The cached answer for ``n`` inputs."""
+    cached = _EMBEDDINGS.get(n)
+    if cached is None:
+        body = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": _VECTOR} for i in range(n)],
+            "model": MODEL,
+            "usage": {"prompt_tokens": 4 * n, "total_tokens": 4 * n},
+        }
+        cached = _EMBEDDINGS[n] = _json_response(json.dumps(body).encode())
+    return cached
+
+
 _NOT_FOUND = _json_response(b'{"error":{"message":"not found","code":404}}', b"404 Not Found")
 _BAD_REQUEST = _json_response(b'{"error":{"message":"bad request","code":400}}', b"400 Bad Request")
 
@@ -174,6 +195,13 @@ class _Protocol(asyncio.Protocol):
                     transport.write(stream_response(max(int(n), 1)))
                 else:
                     transport.write(_COMPLETION_RESPONSE)
+        elif method == b"POST" and path.endswith(b"/embeddings"):
+            try:
+                given = json.loads(body)["input"]
+            except (ValueError, KeyError, TypeError):
+                transport.write(_BAD_REQUEST)
+            else:
+                transport.write(embeddings_response(len(given) if isinstance(given, list) else 1))
         elif method == b"GET" and path.endswith(b"/models"):
             transport.write(_MODELS_RESPONSE)
         else:
