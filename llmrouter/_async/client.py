@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from llmrouter._async.embeddings import AsyncEmbeddings
 from llmrouter._async.raw import AsyncRawResponse, entered
 from llmrouter._async.router import AsyncRouter
 from llmrouter._async.stream import AsyncStream
@@ -34,6 +33,9 @@ from llmrouter.events import Event, Subscriber
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
 from llmrouter.state import AsyncStateStore, MemoryState, aopen_state
 from llmrouter.types import ChatCompletion, Model, ModelList
+
+if TYPE_CHECKING:
+    from llmrouter._async.embeddings import AsyncEmbeddings
 
 __all__ = ["AsyncClient"]
 
@@ -316,7 +318,17 @@ class AsyncClient:
         self._defaults = defaults
         self.chat = AsyncChat(router, defaults)
         self.models = AsyncModels(router)
-        self.embeddings = AsyncEmbeddings(router, defaults)
+        self._calls = router
+        self._embeddings: AsyncEmbeddings | None = None
+
+    @property
+    def embeddings(self) -> AsyncEmbeddings:
+        """``client.embeddings`` (loaded on first use, so chat-only code never imports it)."""
+        if self._embeddings is None:
+            from llmrouter._async.embeddings import AsyncEmbeddings
+
+            self._embeddings = AsyncEmbeddings(self._calls, self._defaults)
+        return self._embeddings
 
     def is_closed(self) -> bool:
         """Whether :meth:`close` was called (then every call fails, as in the openai SDK)."""

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from llmrouter._sync.embeddings import Embeddings
 from llmrouter._sync.raw import RawResponse, entered
 from llmrouter._sync.router import Router
 from llmrouter._sync.stream import Stream
@@ -31,6 +30,9 @@ from llmrouter.events import Event, Subscriber
 from llmrouter.policy import CircuitBreaker, RetryBudget, RetryPolicy, Strategy
 from llmrouter.state import StateStore, MemoryState, open_state
 from llmrouter.types import ChatCompletion, Model, ModelList
+
+if TYPE_CHECKING:
+    from llmrouter._sync.embeddings import Embeddings
 
 __all__ = ["Client"]
 
@@ -300,7 +302,17 @@ class Client:
         self._defaults = defaults
         self.chat = Chat(router, defaults)
         self.models = Models(router)
-        self.embeddings = Embeddings(router, defaults)
+        self._calls = router
+        self._embeddings: Embeddings | None = None
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """``client.embeddings`` (loaded on first use, so chat-only code never imports it)."""
+        if self._embeddings is None:
+            from llmrouter._sync.embeddings import Embeddings
+
+            self._embeddings = Embeddings(self._calls, self._defaults)
+        return self._embeddings
 
     def is_closed(self) -> bool:
         """Whether :meth:`close` was called (then every call fails, as in the openai SDK)."""
